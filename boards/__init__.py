@@ -1,0 +1,1 @@
+"""Board targets, top-levels and the yowasp toolchain (DESIGN §4)."""

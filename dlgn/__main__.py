@@ -1,0 +1,5 @@
+import sys
+
+from dlgn.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""cocotb testbenches and runners that check the emitted Verilog against the golden model (DESIGN §5)."""

@@ -1,0 +1,1 @@
+"""Trainer: datasets, encoding, logic layers, training runs (DESIGN §2, §3)."""

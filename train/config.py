@@ -1,0 +1,203 @@
+"""Training configuration: defaults, TOML files, ``--set key=value`` overrides, validation.
+
+The dotted keys below are a contract: outside scripts set them. An unknown key is refused with
+the nearest valid key.
+"""
+
+import copy
+import difflib
+import tomllib
+from pathlib import Path
+
+from .data import DATASETS
+from .encoding import ENCODINGS
+from .functional import ESTIMATORS
+from .layers import INITS, PARAMETRIZATIONS
+from .wiring import WIRINGS
+
+__all__ = ["ConfigError", "DEFAULTS", "load_config", "apply_overrides", "validate", "dump_toml", "flatten"]
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message says what to change."""
+
+
+DEFAULTS = {
+    "data": {
+        "name": "fashion-mnist",
+        "data_dir": "",  # empty: the dataset's default location
+        "thresholds": 3,  # thermometer thresholds per feature
+        "encoding": "uniform",
+        "val_fraction": 0.1,
+        "train_subset": 0,  # use only the first N training samples (0: all)
+    },
+    "model": {
+        "width": 16000,
+        "depth": 4,
+        "gate_inputs": 2,
+        "parametrization": "iwp",
+        "estimator": "sin01",
+        "init": "residual",
+        "wiring": "random",
+        "tau": 0.0,  # 0: sqrt(width / classes)
+    },
+    "train": {
+        "epochs": 10,
+        "batch_size": 128,
+        "lr": 0.01,
+        "weight_decay": 0.0,
+        "seed": 0,
+        "gumbel": False,
+        "gumbel_tau": 1.0,
+        "device": "auto",  # auto | cpu | cuda | cuda:N
+        "eval_batch_size": 2000,
+        "threads": 0,  # CPU threads for torch (0: torch's default)
+    },
+}
+
+CHOICES = {
+    "data.name": DATASETS,
+    "data.encoding": ENCODINGS,
+    "model.parametrization": PARAMETRIZATIONS,
+    "model.estimator": ESTIMATORS,
+    "model.init": INITS,
+    "model.wiring": WIRINGS,
+}
+
+#: keys that may change when resuming a run
+RESUMABLE = {"train.epochs", "train.device", "train.eval_batch_size", "train.threads"}
+
+
+def flatten(config):
+    return {f"{section}.{key}": value for section, values in config.items() for key, value in values.items()}
+
+
+def _valid_keys():
+    return list(flatten(DEFAULTS))
+
+
+def _unknown(key):
+    near = difflib.get_close_matches(key, _valid_keys(), n=1, cutoff=0.5)
+    hint = f"; did you mean {near[0]!r}?" if near else f"; valid keys: {', '.join(_valid_keys())}"
+    return ConfigError(f"unknown config key {key!r}{hint}")
+
+
+def _coerce(key, value, default):
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(default, str):
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{key} must be {type(default).__name__}, not {value!r}")
+
+
+def merge(config, updates, source):
+    """Merge a nested dict of ``updates`` into ``config`` (in place), checking every key."""
+    if not isinstance(updates, dict):
+        raise ConfigError(f"{source}: expected tables [data], [model], [train]")
+    for section, values in updates.items():
+        if section not in DEFAULTS:
+            raise _unknown(section if not isinstance(values, dict) or not values else f"{section}.{next(iter(values))}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: {section!r} must be a table ([{section}])")
+        for key, value in values.items():
+            full = f"{section}.{key}"
+            if key not in DEFAULTS[section]:
+                raise _unknown(full)
+            config[section][key] = _coerce(full, value, DEFAULTS[section][key])
+    return config
+
+
+def load_config(path=None):
+    """Defaults, updated from the TOML file at ``path`` if given."""
+    config = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path} is not valid TOML: {e}") from None
+        merge(config, data, str(path))
+    return config
+
+
+def parse_override(item):
+    """``"model.width=8000"`` -> ``("model.width", 8000)``; values are TOML literals, and a bare
+    word is taken as a string."""
+    if "=" not in item:
+        raise ConfigError(f"--set expects key=value, not {item!r}")
+    key, raw = (s.strip() for s in item.split("=", 1))
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def apply_overrides(config, items):
+    for item in items or ():
+        key, value = parse_override(item)
+        if key.count(".") != 1:
+            raise _unknown(key)
+        section, name = key.split(".")
+        merge(config, {section: {name: value}}, "--set")
+    return config
+
+
+def validate(config):
+    """Check values against each other; returns ``config``."""
+    flat = flatten(config)
+    for key, choices in CHOICES.items():
+        if flat[key] not in choices:
+            raise ConfigError(f"{key} must be one of {', '.join(choices)}, not {flat[key]!r}")
+    positive = ["data.thresholds", "model.width", "model.depth", "train.epochs", "train.batch_size",
+                "train.eval_batch_size", "train.lr", "train.gumbel_tau"]
+    for key in positive:
+        if flat[key] <= 0:
+            raise ConfigError(f"{key} must be positive, not {flat[key]!r}")
+    for key in ("data.train_subset", "train.threads", "model.tau", "train.weight_decay", "train.seed"):
+        if flat[key] < 0:
+            raise ConfigError(f"{key} must not be negative, not {flat[key]!r}")
+    if not 1 <= flat["model.gate_inputs"] <= 6:
+        raise ConfigError(f"model.gate_inputs must be 1..6 (a native FPGA LUT), not {flat['model.gate_inputs']!r}")
+    if flat["model.parametrization"] == "op" and flat["model.gate_inputs"] != 2:
+        raise ConfigError("model.parametrization = 'op' has two-input gates only: set model.gate_inputs = 2")
+    if flat["model.parametrization"] == "iwp" and flat["train.weight_decay"] > 0:
+        raise ConfigError(
+            "train.weight_decay must be 0 with model.parametrization = 'iwp': decay pulls every table "
+            "entry toward 0.5, the most undecided value (DESIGN §2.3)"
+        )
+    if not 0 <= flat["data.val_fraction"] < 1:
+        raise ConfigError(f"data.val_fraction must be in [0, 1), not {flat['data.val_fraction']!r}")
+    device = flat["train.device"]
+    if device not in ("auto", "cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, not {device!r}")
+    return config
+
+
+def _toml_value(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
+
+
+def dump_toml(config):
+    lines = []
+    for section, values in config.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
+        lines.append("")
+    return "\n".join(lines)

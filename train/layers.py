@@ -1,0 +1,177 @@
+"""Logic layers, the group-sum head and the whole network (DESIGN §2).
+
+``LogicLayer`` holds the parameters of one layer of gates and its fixed wiring; the math lives
+in :mod:`dlgn.train.functional` (the reference) and, on CUDA, in the Triton kernels that plug in
+under :meth:`LogicLayer.forward`.
+"""
+
+import torch
+from torch import nn
+
+from . import functional as F
+from .wiring import make_wiring
+
+__all__ = ["PARAMETRIZATIONS", "INITS", "LogicLayer", "LogicNet"]
+
+PARAMETRIZATIONS = ("iwp", "op")
+INITS = ("residual", "gaussian")
+
+# Residual init: (mu, sigma) of the raw parameter per estimator (DESIGN §2.5).
+_RESIDUAL_INIT = {"sin01": (1.2, 0.25), "sigmoid": (3.0, 0.5)}
+_OP_RESIDUAL_LOGIT = 5.0
+_OP_PASS_THROUGH = 3  # difflogic function id of "A" (first input)
+
+
+class LogicLayer(nn.Module):
+    """One layer of ``gates`` logic gates with ``gate_inputs`` inputs each.
+
+    Train mode evaluates the relaxed gates (or, with ``gumbel``, hard stochastic tables with
+    straight-through gradients); eval mode evaluates the discrete truth tables, which on
+    binary inputs gives exactly the discrete network's bits.
+    """
+
+    def __init__(self, in_features, gates, gate_inputs=2, parametrization="iwp", estimator="sin01",
+                 init="residual", wiring="random", seed=0, gumbel=False, gumbel_tau=1.0):
+        super().__init__()
+        if parametrization not in PARAMETRIZATIONS:
+            raise ValueError(f"parametrization must be one of {PARAMETRIZATIONS}, not {parametrization!r}")
+        if parametrization == "op" and gate_inputs != 2:
+            raise ValueError(f"the 'op' parametrization has two-input gates only, not gate_inputs={gate_inputs!r}")
+        if estimator not in F.ESTIMATORS:
+            raise ValueError(f"estimator must be one of {F.ESTIMATORS}, not {estimator!r}")
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, not {init!r}")
+        self.in_features = in_features
+        self.gates = gates
+        self.gate_inputs = gate_inputs
+        self.parametrization = parametrization
+        self.estimator = estimator
+        self.gumbel = gumbel
+        self.gumbel_tau = gumbel_tau
+        self.noise_generator = None
+        self.register_buffer("wiring", torch.from_numpy(make_wiring(in_features, gates, gate_inputs, wiring, seed)))
+        entries = 16 if parametrization == "op" else 1 << gate_inputs
+        self.weight = nn.Parameter(torch.empty(gates, entries))
+        self.reset_parameters(init, seed)
+
+    def reset_parameters(self, init, seed):
+        gen = torch.Generator().manual_seed(seed + 1)
+        w = torch.empty(self.weight.shape)
+        if init == "gaussian":
+            w.normal_(0.0, 1.0, generator=gen)
+        elif self.parametrization == "op":
+            w.zero_()
+            w[:, _OP_PASS_THROUGH] = _OP_RESIDUAL_LOGIT
+        else:
+            mu, sigma = _RESIDUAL_INIT[self.estimator]
+            # Pass-through of input 0: table bit a is bit 0 of the address.
+            sign = torch.tensor([1.0 if a & 1 else -1.0 for a in range(w.shape[1])])
+            w.normal_(0.0, sigma, generator=gen).add_(sign * mu)
+        with torch.no_grad():
+            self.weight.copy_(w)
+
+    def relaxed_tables(self):
+        """Relaxed table entries ``[gates, 2**n]`` in ``[0, 1]`` (no noise)."""
+        if self.parametrization == "op":
+            return F.op_tables(torch.softmax(self.weight, dim=-1))
+        return F.iwp_tables(self.weight, self.estimator)
+
+    def truth_tables(self):
+        """Discrete tables ``[gates, 2**n]`` of 0/1 ``uint8``."""
+        if self.parametrization == "op":
+            return F.hard_op_bits(self.weight.detach())
+        return F.hard_iwp_bits(self.weight.detach(), self.estimator)
+
+    def training_tables(self):
+        if not self.gumbel:
+            return self.relaxed_tables()
+        if self.parametrization == "op":
+            return F.gumbel_op_tables(self.weight, self.gumbel_tau, self.noise_generator)
+        return F.gumbel_iwp_tables(self.weight, self.estimator, self.gumbel_tau, self.noise_generator)
+
+    def forward(self, x, mode=None):
+        """``x``: feature-major activations ``[in_features, batch]``; returns ``[gates, batch]``.
+
+        ``mode``: ``"train"`` (relaxed or Gumbel), ``"soft"`` (relaxed, no noise) or
+        ``"discrete"``; by default ``"train"`` in training mode and ``"discrete"`` otherwise."""
+        mode = mode or ("train" if self.training else "discrete")
+        if mode == "train":
+            tables = self.training_tables()
+        elif mode == "soft":
+            tables = self.relaxed_tables()
+        elif mode == "discrete":
+            tables = self.truth_tables().to(x.dtype)
+        else:
+            raise ValueError(f"mode must be 'train', 'soft' or 'discrete', not {mode!r}")
+        return F.gate_forward(x, self.wiring, tables)
+
+    def extra_repr(self):
+        return (f"{self.in_features} -> {self.gates}, gate_inputs={self.gate_inputs}, "
+                f"parametrization={self.parametrization!r}, estimator={self.estimator!r}, gumbel={self.gumbel}")
+
+
+class LogicNet(nn.Module):
+    """Thermometer bits -> ``depth`` logic layers of ``width`` gates -> group sum.
+
+    ``forward`` returns class logits (group sums divided by ``tau``); :meth:`scores` returns the
+    discrete integer popcounts per class that the hardware computes.
+    """
+
+    def __init__(self, in_bits, classes, width, depth, gate_inputs=2, parametrization="iwp",
+                 estimator="sin01", init="residual", wiring="random", tau=None, seed=0,
+                 gumbel=False, gumbel_tau=1.0):
+        super().__init__()
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, not {depth!r}")
+        if width % classes:
+            raise ValueError(
+                f"model.width {width} must be a multiple of the {classes} classes "
+                f"(try {max(classes, width // classes * classes)})"
+            )
+        self.in_bits = in_bits
+        self.classes = classes
+        self.tau = float(tau) if tau else F.default_tau(width, classes)
+        layers = []
+        features = in_bits
+        for i in range(depth):
+            layers.append(LogicLayer(features, width, gate_inputs, parametrization, estimator, init,
+                                     wiring, seed=seed * 1000 + i, gumbel=gumbel, gumbel_tau=gumbel_tau))
+            features = width
+        self.layers = nn.ModuleList(layers)
+
+    def set_noise_generator(self, generator):
+        for layer in self.layers:
+            layer.noise_generator = generator
+
+    def group_sums(self, bits, mode=None):
+        """``bits``: ``[batch, in_bits]`` -> per-class sums ``[batch, classes]``."""
+        x = bits.t().contiguous()
+        for layer in self.layers:
+            x = layer(x, mode)
+        return F.group_sum(x, self.classes)
+
+    def forward(self, bits, mode=None):
+        return self.group_sums(bits, mode) / self.tau
+
+    @torch.no_grad()
+    def scores(self, bits):
+        """Discrete per-class popcounts (``int64``) for binary inputs."""
+        return self.group_sums(bits.float(), "discrete").round().long()
+
+    @property
+    def gates(self):
+        return sum(layer.gates for layer in self.layers)
+
+    @property
+    def params(self):
+        return sum(p.numel() for p in self.parameters())
+
+    def undecided_share(self, margin=0.1):
+        with torch.no_grad():
+            values = torch.cat([(layer.relaxed_tables() - 0.5).abs().flatten() for layer in self.layers])
+        return values.lt(margin).float().mean().item()
+
+    def discrete_layers(self):
+        """``[(wiring [G, n] int64, truth_tables [G, 2**n] uint8), ...]`` for the compiler."""
+        return [(layer.wiring.clone(), layer.truth_tables().cpu()) for layer in self.layers]
+

@@ -1,0 +1,251 @@
+"""``dlgn train``: one training run into a run directory (DESIGN §3)."""
+
+import csv
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import functional as F
+from .checkpoint import (CONFIG_FILE, STATE_FILE, atomic_write_text, build_model,
+                         load_model, load_training_state, save_checkpoint)
+from .config import RESUMABLE, ConfigError, flatten, validate
+from .data import load_dataset
+from .encoding import Thermometer
+
+__all__ = ["RunError", "train", "evaluate", "METRIC_COLUMNS"]
+
+METRIC_COLUMNS = ["epoch", "step", "seconds", "train_loss", "val_acc_soft", "val_acc_discrete",
+                  "test_acc_soft", "test_acc_discrete", "gap", "undecided"]
+
+
+class RunError(Exception):
+    """A run that cannot start: the message says what to do."""
+
+
+def resolve_device(name):
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RunError(f"train.device = {name!r} but no CUDA device is available; use --set train.device=cpu")
+    return torch.device(name)
+
+
+def prepare_data(config):
+    d = config["data"]
+    data = load_dataset(d["name"], d["data_dir"] or None, d["val_fraction"], config["train"]["seed"])
+    if d["train_subset"]:
+        data.x_train, data.y_train = data.x_train[: d["train_subset"]], data.y_train[: d["train_subset"]]
+    return data
+
+
+@torch.no_grad()
+def evaluate(net, bits, labels, batch_size, device):
+    """Soft and discrete accuracy of ``net`` on encoded ``bits`` (``uint8`` ``[N, B]``)."""
+    if len(labels) == 0:
+        return float("nan"), float("nan")
+    was_training = net.training
+    net.eval()
+    soft = discrete = 0
+    for start in range(0, len(labels), batch_size):
+        x = bits[start:start + batch_size].to(device, torch.float32)
+        y = labels[start:start + batch_size].to(device)
+        soft += (F.predict(net(x, "soft")) == y).sum().item()
+        discrete += (F.predict(net(x, "discrete")) == y).sum().item()
+    net.train(was_training)
+    return soft / len(labels), discrete / len(labels)
+
+
+def _epoch_generator(seed, epoch, salt):
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 4 + salt)
+
+
+def _prepare_out_dir(out, force, resume):
+    out = Path(out)
+    if resume:
+        return out
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise RunError(f"{out} already exists and is not empty; pass --force to replace it, "
+                           f"or --resume {out} to continue it")
+    return out
+
+
+def train(config, out_dir, force=False, resume=False, overrides=None):
+    """Train per ``config`` into ``out_dir``; with ``resume``, continue the run in ``out_dir``
+    (its own config, updated by ``overrides`` for the keys in ``RESUMABLE``).
+    Returns the summary dict."""
+    out = Path(out_dir)
+    loaded = None
+    if resume:
+        if not (out / STATE_FILE).is_file():
+            raise RunError(f"nothing to resume in {out}: no {STATE_FILE} (start it with 'dlgn train --out {out}')")
+        loaded = load_model(out)
+        saved = loaded[2]["config"]
+        for key, value in flatten(config).items():
+            section, name = key.split(".")
+            if key in (overrides or set()):
+                if key not in RESUMABLE:
+                    raise ConfigError(f"{key} cannot change when resuming; only {', '.join(sorted(RESUMABLE))} can")
+                saved[section][name] = value
+        config = saved
+    validate(config)
+    _prepare_out_dir(out, force, resume)
+    t = config["train"]
+    if t["threads"]:
+        torch.set_num_threads(t["threads"])
+    device = resolve_device(t["device"])
+    torch.manual_seed(t["seed"])
+
+    data = prepare_data(config)
+    if loaded:
+        encoder = loaded[1]
+    else:
+        encoder = Thermometer.fit(data.x_train, config["data"]["thresholds"], config["data"]["encoding"],
+                                  data.feature_max)
+    train_bits = encoder.encode(data.x_train)
+    val_bits, test_bits = encoder.encode(data.x_val), encoder.encode(data.x_test)
+    y_train, y_val, y_test = (torch.as_tensor(y) for y in (data.y_train, data.y_val, data.y_test))
+    data_meta = {"feature_max": data.feature_max, "quantization": data.quantization, "dataset": data.name}
+
+    net = loaded[0] if loaded else build_model(config, encoder.bits, data.classes)
+    net.to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
+    if resume:
+        state = load_training_state(out, net, optimizer)
+    else:
+        if out.exists() and force:
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / CONFIG_FILE, "")  # marks the directory as taken before the first epoch
+        state = {"epoch": 0, "step": 0, "seconds": 0.0, "history": []}
+
+    steps_per_epoch = math.ceil(len(y_train) / t["batch_size"])
+    start_epoch = state["epoch"]
+    for epoch in range(start_epoch, t["epochs"]):
+        started = time.perf_counter()
+        net.train()
+        net.set_noise_generator(_epoch_generator(t["seed"], epoch, 1))
+        order = torch.randperm(len(y_train), generator=_epoch_generator(t["seed"], epoch, 0))
+        total_loss = 0.0
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{t['epochs']}", unit="step",
+                   leave=False, dynamic_ncols=True, mininterval=1.0)
+        for i in bar:
+            idx = order[i * t["batch_size"]:(i + 1) * t["batch_size"]]
+            x = train_bits[idx].to(device, torch.float32, non_blocking=True)
+            y = y_train[idx].to(device, non_blocking=True)
+            loss = torch.nn.functional.cross_entropy(net(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.item()
+            if i % 20 == 0:
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+        bar.close()
+        val_soft, val_disc = evaluate(net, val_bits, y_val, t["eval_batch_size"], device)
+        test_soft, test_disc = evaluate(net, test_bits, y_test, t["eval_batch_size"], device)
+        state["seconds"] += time.perf_counter() - started
+        state["epoch"] = epoch + 1
+        state["step"] += steps_per_epoch
+        row = {
+            "epoch": epoch + 1, "step": state["step"], "seconds": round(state["seconds"], 3),
+            "train_loss": total_loss / steps_per_epoch, "val_acc_soft": val_soft, "val_acc_discrete": val_disc,
+            "test_acc_soft": test_soft, "test_acc_discrete": test_disc, "gap": test_soft - test_disc,
+            "undecided": net.undecided_share(),
+        }
+        state["history"].append(row)
+        tqdm.write(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}  val {val_soft:.4f}/{val_disc:.4f}  "
+                   f"test {test_soft:.4f}/{test_disc:.4f} (soft/discrete)  undecided {row['undecided']:.3f}  "
+                   f"{state['seconds']:.0f}s")
+        save_checkpoint(out, config, net, encoder, optimizer, state, data_meta)
+        write_metrics(out, state["history"])
+
+    summary = write_summary(out, config, net, state, data, device)
+    plot_curves(out / "curves.png", state["history"], config)
+    return summary
+
+
+def write_metrics(out, history):
+    path = Path(out) / "metrics.csv"
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
+        writer.writeheader()
+        writer.writerows(history)
+    tmp.replace(path)
+
+
+def write_summary(out, config, net, state, data, device):
+    last = state["history"][-1] if state["history"] else {}
+    summary = {
+        "dataset": data.name,
+        "test_acc_soft": last.get("test_acc_soft"),
+        "test_acc_discrete": last.get("test_acc_discrete"),
+        "gap": last.get("gap"),
+        "val_acc_soft": last.get("val_acc_soft"),
+        "val_acc_discrete": last.get("val_acc_discrete"),
+        "undecided": last.get("undecided"),
+        "gates": net.gates,
+        "params": net.params,
+        "param_bytes": sum(p.numel() * p.element_size() for p in net.parameters()),
+        "train_seconds": round(state["seconds"], 3),
+        "steps": state["step"],
+        "epochs": state["epoch"],
+        "classes": data.classes,
+        "input_bits": net.in_bits,
+        "train_samples": int(len(data.y_train)),
+        "test_samples": int(len(data.y_test)),
+        "device": str(device),
+        "world_size": 1,
+        "global_batch_size": config["train"]["batch_size"],
+        "torch": torch.__version__,
+    }
+    atomic_write_text(Path(out) / "summary.json", json.dumps(summary, indent=1) + "\n")
+    m = config["model"]
+    text = (
+        f"dlgn run: {data.name}, {m['depth']} x {m['width']} {m['parametrization'].upper()} gates "
+        f"({m['gate_inputs']} inputs, {m['estimator']}, {m['init']} init), {net.in_bits} input bits\n"
+        f"epochs {state['epoch']}, steps {state['step']}, {state['seconds']:.0f} s on {device}\n"
+        f"test accuracy: soft {_pct(summary['test_acc_soft'])}, discrete {_pct(summary['test_acc_discrete'])}, "
+        f"gap {_pct(summary['gap'])}\n"
+        f"undecided table entries: {_pct(summary['undecided'])}\n"
+    )
+    atomic_write_text(Path(out) / "summary.txt", text)
+    return summary
+
+
+def _pct(value):
+    return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{100 * value:.2f}%"
+
+
+def plot_curves(path, history, config):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [r["train_loss"] for r in history], marker="o")
+    ax_loss.set(xlabel="epoch", ylabel="train loss", title="loss")
+    for key, style in (("val_acc_soft", "--"), ("val_acc_discrete", "-"), ("test_acc_soft", "--"),
+                       ("test_acc_discrete", "-")):
+        ax_acc.plot(epochs, [100 * r[key] for r in history], style, marker="o", label=key.replace("_acc", ""))
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="soft vs discrete accuracy")
+    ax_acc.legend()
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+    m = config["model"]
+    fig.suptitle(f"{config['data']['name']}: {m['depth']} x {m['width']} {m['parametrization']} "
+                 f"n={m['gate_inputs']}")
+    fig.tight_layout()
+    tmp = Path(str(path) + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+
