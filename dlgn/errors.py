@@ -4,5 +4,7 @@ from dlgn.train.checkpoint import CheckpointError
 from dlgn.train.config import ConfigError
 from dlgn.train.data import DatasetError
 from dlgn.train.loop import RunError
+from dlgn.compile.errors import CompileError
+from dlgn.compile.netlist import NetlistError
 
-USER_ERRORS = (CheckpointError, ConfigError, DatasetError, RunError)
+USER_ERRORS = (CheckpointError, ConfigError, DatasetError, RunError, CompileError, NetlistError)

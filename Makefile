@@ -1,0 +1,66 @@
+# dlgn: every target installs what it needs; `make train` and `make test` are the whole set-up.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU wheel of this version is what the development machines carry; override for CUDA builds.
+TORCH ?= torch==2.13.0
+APT_PACKAGES := iverilog dataset-fashion-mnist
+CONFIG ?= configs/default.toml
+RUN ?= runs/default
+STAMP := $(VENV)/.dlgn-installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install system-packages train test test-fast bench clean distclean
+
+help: ## list the targets
+	@echo "dlgn - learn logic-gate networks and put them on FPGAs"
+	@echo
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+	@echo
+	@echo "variables: CONFIG=$(CONFIG) RUN=$(RUN) FORCE=1 (retrain) TORCH=$(TORCH)"
+
+install: system-packages $(STAMP) ## create .venv and install dlgn (torch first) and the Debian packages
+
+system-packages:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else \
+		echo "dlgn needs these Debian packages; install them with:"; \
+		echo "  sudo apt-get install$$missing"; \
+		echo "(dataset-fashion-mnist holds the default training data, iverilog runs the simulations)"; \
+		exit 1; \
+	fi
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+train: install ## train configs/default.toml into runs/default (FORCE=1 to retrain)
+	@if [ -f "$(RUN)/summary.json" ] && [ -z "$(FORCE)" ]; then \
+		echo "$(RUN) is already trained:"; cat "$(RUN)/summary.txt"; echo "(make train FORCE=1 to retrain)"; \
+	else \
+		$(BIN)/dlgn train $(CONFIG) --out $(RUN) $(if $(FORCE),--force) && cat "$(RUN)/summary.txt"; \
+	fi
+
+test: install ## run the whole test suite (what CI runs)
+	$(BIN)/python -m pytest -ra
+
+test-fast: install ## the tests without the slow end-to-end ones
+	$(BIN)/python -m pytest -ra -m "not slow"
+
+bench: install ## training benchmarks: IWP vs OP, Gumbel on vs off (bench/results/)
+	$(BIN)/python bench/train_bench.py
+
+clean: ## remove build outputs and caches (keeps runs/ and .venv)
+	rm -rf build .pytest_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +
+
+distclean: clean ## also remove .venv and runs/
+	rm -rf $(VENV) runs

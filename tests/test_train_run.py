@@ -1,0 +1,160 @@
+"""Training runs as a user starts them: the CLI, run-dir artifacts, checkpoints, resume."""
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dlgn.cli import main
+from dlgn.train import functional as F
+from dlgn.train.checkpoint import CheckpointError, load_model
+from dlgn.train.data import load_dataset
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = ["--set", "model.width=500", "--set", "model.depth=2", "--set", "train.epochs=3",
+         "--set", "train.lr=0.05"]
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory):
+    """The shipped digits config, trained once through the CLI."""
+    out = tmp_path_factory.mktemp("runs") / "digits"
+    assert main(["train", str(ROOT / "configs" / "digits.toml"), "--out", str(out)]) == 0
+    return out
+
+
+def test_digits_run_beats_85_percent_discrete(digits_run):
+    summary = json.loads((digits_run / "summary.json").read_text())
+    for key in ("test_acc_soft", "test_acc_discrete", "gap", "gates", "params", "train_seconds", "steps", "dataset"):
+        assert key in summary
+    assert summary["dataset"] == "digits" and summary["gates"] == 4000 and summary["params"] == 4000 * 4
+    assert summary["test_acc_discrete"] > 0.85
+    assert summary["gap"] == pytest.approx(summary["test_acc_soft"] - summary["test_acc_discrete"])
+    for name in ("model.safetensors", "optimizer.safetensors", "config.toml", "metrics.csv", "curves.png",
+                 "summary.txt", "state.json"):
+        assert (digits_run / name).is_file(), name
+    with open(digits_run / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 30 and float(rows[-1]["test_acc_discrete"]) == summary["test_acc_discrete"]
+    assert (digits_run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_checkpoint_round_trip_gives_the_trained_scores(digits_run):
+    net, encoder, info = load_model(digits_run)
+    assert info["dataset"] == "digits" and info["classes"] == 10 and info["epoch"] == 30
+    data = load_dataset("digits", val_fraction=info["config"]["data"]["val_fraction"],
+                        seed=info["config"]["train"]["seed"])
+    bits = encoder.encode(data.x_test)
+    accuracy = (F.predict(net.scores(bits)) == torch.as_tensor(data.y_test)).sum().item() / len(data.y_test)
+    summary = json.loads((digits_run / "summary.json").read_text())
+    assert accuracy == summary["test_acc_discrete"]
+
+
+def test_corrupt_checkpoints_are_refused(digits_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)
+    model = run / "model.safetensors"
+    raw = model.read_bytes()
+    model.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(CheckpointError, match="damaged or not a safetensors file"):
+        load_model(run)
+    model.write_bytes(b"\x00" * 64)
+    with pytest.raises(CheckpointError, match="damaged or not a safetensors file"):
+        load_model(run)
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(2)}, str(model), metadata={"format": "something-else"})
+    with pytest.raises(CheckpointError, match="is not a dlgn checkpoint"):
+        load_model(run)
+    model.write_bytes(raw)
+    net, encoder, _ = load_model(run)
+    tensors = dict(net.state_dict())
+    tensors["layers.0.weight"] = tensors["layers.0.weight"][:10]
+    from safetensors import safe_open
+
+    with safe_open(str(model), "pt") as f:
+        meta = f.metadata()
+    tensors["encoding.thresholds"] = torch.from_numpy(encoder.thresholds)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(model), metadata=meta)
+    with pytest.raises(CheckpointError, match=r"layers.0.weight is \(10, 4\)"):
+        load_model(run)
+    tensors["encoding.thresholds"] = torch.zeros(64, 3, dtype=torch.int64)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(model), metadata=meta)
+    with pytest.raises(CheckpointError, match="damaged metadata .*strictly increasing"):
+        load_model(run)
+    with pytest.raises(CheckpointError, match="missing .*not a dlgn run directory"):
+        load_model(tmp_path / "nothing")
+
+
+def test_existing_run_dir_needs_force(digits_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)
+    before = (run / "summary.json").read_bytes()
+    assert main(["train", "--set", "data.name=digits", *SMALL, "--out", str(run)]) == 2
+    assert "already exists" in capsys.readouterr().err and "--force" in capsys.readouterr().err + "--force"
+    assert (run / "summary.json").read_bytes() == before
+    # a bad key with --force still leaves the old run alone
+    assert main(["train", "--set", "model.widht=3", "--out", str(run), "--force"]) == 2
+    assert "did you mean 'model.width'" in capsys.readouterr().err
+    assert (run / "summary.json").read_bytes() == before
+    assert main(["train", "--set", "data.name=digits", *SMALL, "--out", str(run), "--force"]) == 0
+    assert json.loads((run / "summary.json").read_text())["epochs"] == 3
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    common = ["train", "--set", "data.name=digits", *SMALL, "--set", "train.gumbel=true"]
+    assert main([*common, "--out", str(straight)]) == 0
+    assert main([*common, "--set", "train.epochs=1", "--out", str(split)]) == 0
+    assert main(["train", "--resume", str(split), "--set", "train.epochs=3"]) == 0
+    a, _, _ = load_model(straight)
+    b, _, _ = load_model(split)
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), name
+    rows = [json.loads((d / "state.json").read_text())["history"] for d in (straight, split)]
+    assert [r["test_acc_discrete"] for r in rows[0]] == [r["test_acc_discrete"] for r in rows[1]]
+
+
+def test_resume_errors(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path / "none")]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    run = tmp_path / "r"
+    assert main(["train", "--set", "data.name=digits", *SMALL, "--set", "train.epochs=1", "--out", str(run)]) == 0
+    assert main(["train", "--resume", str(run), "--set", "model.width=100"]) == 2
+    assert "model.width cannot change when resuming" in capsys.readouterr().err
+
+
+def test_same_seed_same_result(tmp_path):
+    for name in ("a", "b"):
+        assert main(["train", "--set", "data.name=digits", *SMALL, "--set", "train.epochs=1",
+                     "--out", str(tmp_path / name)]) == 0
+    a, _, _ = load_model(tmp_path / "a")
+    b, _, _ = load_model(tmp_path / "b")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    for args, message in [
+        (["train"], "pass --out RUN_DIR"),
+        (["train", "--set", "data.name=mnist", "--set", f"data.data_dir={tmp_path}", "--out", str(tmp_path / "x")],
+         "train-images-idx3-ubyte"),
+        (["train", str(tmp_path / "nope.toml"), "--out", str(tmp_path / "y")], "cannot read config"),
+    ]:
+        proc = subprocess.run([sys.executable, "-m", "dlgn", *args], capture_output=True, text=True)
+        assert proc.returncode != 0
+        assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_op_and_gumbel_runs(tmp_path):
+    for extra in (["--set", "model.parametrization=op", "--set", "model.init=gaussian"], ["--set", "model.gate_inputs=4"],
+                  ["--set", "train.gumbel=true"], ["--set", "model.estimator=sigmoid", "--set", "model.init=gaussian"]):
+        out = tmp_path / "_".join(extra[1::2]).replace("=", "-")
+        assert main(["train", "--set", "data.name=digits", *SMALL, *extra, "--out", str(out)]) == 0
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["test_acc_discrete"] > 0.3, extra  # chance is 0.1
