@@ -193,7 +193,8 @@ def main():
     c = comparison["iwp_vs_op"]
     lines.append(f"IWP vs OP: {c['param_ratio']:.1f}x fewer parameter bytes, {c['steps_per_second_ratio']:.2f}x "
                  f"steps/s, OP best val {100 * op_best:.2f}% at step {c['op_steps_to_best']}, IWP reached it at "
-                 f"step {c['iwp_steps_to_op_best']} ({c['steps_ratio'] and round(c['steps_ratio'], 2)}x fewer steps)")
+                 + (f"step {c['iwp_steps_to_op_best']} ({c['steps_ratio']:.2f}x fewer steps)" if c["steps_ratio"]
+                    else "no step (not reached)"))
     g = comparison["gumbel_vs_plain"]
     lines.append(f"Gumbel vs plain IWP: test gap {100 * g['gap_plain']:.2f} -> {100 * g['gap_gumbel']:.2f} pp; "
                  f"to {100 * target:.2f}% val: {g['seconds_to_target_plain']} s plain, "

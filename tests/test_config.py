@@ -87,3 +87,12 @@ def test_shipped_configs_are_valid():
     assert "default.toml" in names and "fashion_mnist_large.toml" in names
     for path in root.glob("*.toml"):
         validate(load_config(path))
+
+
+def test_triton_kernels_need_cuda(tmp_path, capsys):
+    from dlgn.cli import main
+
+    assert main(["train", "--set", "data.name=digits", "--set", "train.kernels=triton", "--set", "train.device=cpu",
+                 "--out", str(tmp_path / "r")]) == 2
+    assert "train.kernels = 'triton' needs a CUDA device" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

@@ -12,7 +12,7 @@ from pathlib import Path
 from .data import DATASETS
 from .encoding import ENCODINGS
 from .functional import ESTIMATORS
-from .layers import INITS, PARAMETRIZATIONS
+from .layers import INITS, KERNELS, PARAMETRIZATIONS
 from .wiring import WIRINGS
 
 __all__ = ["ConfigError", "DEFAULTS", "load_config", "apply_overrides", "validate", "dump_toml", "flatten"]
@@ -50,6 +50,7 @@ DEFAULTS = {
         "gumbel": False,
         "gumbel_tau": 1.0,
         "device": "auto",  # auto | cpu | cuda | cuda:N
+        "kernels": "auto",  # auto (Triton on CUDA) | triton | reference
         "eval_batch_size": 2000,
         "threads": 0,  # CPU threads for torch (0: torch's default)
     },
@@ -62,10 +63,11 @@ CHOICES = {
     "model.estimator": ESTIMATORS,
     "model.init": INITS,
     "model.wiring": WIRINGS,
+    "train.kernels": KERNELS,
 }
 
 #: keys that may change when resuming a run
-RESUMABLE = {"train.epochs", "train.device", "train.eval_batch_size", "train.threads"}
+RESUMABLE = {"train.epochs", "train.device", "train.eval_batch_size", "train.threads", "train.kernels"}
 
 
 def flatten(config):

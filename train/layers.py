@@ -9,12 +9,15 @@ import torch
 from torch import nn
 
 from . import functional as F
+from . import kernels as K
 from .wiring import make_wiring
 
-__all__ = ["PARAMETRIZATIONS", "INITS", "LogicLayer", "LogicNet"]
+__all__ = ["PARAMETRIZATIONS", "INITS", "KERNELS", "LogicLayer", "LogicNet"]
 
 PARAMETRIZATIONS = ("iwp", "op")
 INITS = ("residual", "gaussian")
+#: ``auto``: Triton on CUDA tensors, the PyTorch reference elsewhere.
+KERNELS = ("auto", "triton", "reference")
 
 # Residual init: (mu, sigma) of the raw parameter per estimator (DESIGN §2.5).
 _RESIDUAL_INIT = {"sin01": (1.2, 0.25), "sigmoid": (3.0, 0.5)}
@@ -31,7 +34,7 @@ class LogicLayer(nn.Module):
     """
 
     def __init__(self, in_features, gates, gate_inputs=2, parametrization="iwp", estimator="sin01",
-                 init="residual", wiring="random", seed=0, gumbel=False, gumbel_tau=1.0):
+                 init="residual", wiring="random", seed=0, gumbel=False, gumbel_tau=1.0, kernels="auto"):
         super().__init__()
         if parametrization not in PARAMETRIZATIONS:
             raise ValueError(f"parametrization must be one of {PARAMETRIZATIONS}, not {parametrization!r}")
@@ -41,6 +44,10 @@ class LogicLayer(nn.Module):
             raise ValueError(f"estimator must be one of {F.ESTIMATORS}, not {estimator!r}")
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, not {init!r}")
+        if kernels not in KERNELS:
+            raise ValueError(f"kernels must be one of {KERNELS}, not {kernels!r}")
+        self.kernels = kernels
+        self._reverse_index = K.ReverseIndexCache()
         self.in_features = in_features
         self.gates = gates
         self.gate_inputs = gate_inputs
@@ -103,7 +110,21 @@ class LogicLayer(nn.Module):
             tables = self.truth_tables().to(x.dtype)
         else:
             raise ValueError(f"mode must be 'train', 'soft' or 'discrete', not {mode!r}")
+        if self._use_triton(x):
+            return K.gate_forward(x, self.wiring, tables, self._reverse_index.get(self.wiring, self.in_features))
         return F.gate_forward(x, self.wiring, tables)
+
+    def _use_triton(self, x):
+        if self.kernels == "reference":
+            return False
+        if self.kernels == "auto":
+            return x.is_cuda and K.triton_available()
+        if not K.can_run(x):
+            raise RuntimeError(
+                f"train.kernels = 'triton' needs a CUDA tensor and Triton installed (got a {x.device.type} tensor, "
+                f"Triton {'installed' if K.triton_available() else 'missing'}); use train.kernels = 'auto' or 'reference'"
+            )
+        return True
 
     def extra_repr(self):
         return (f"{self.in_features} -> {self.gates}, gate_inputs={self.gate_inputs}, "
@@ -119,7 +140,7 @@ class LogicNet(nn.Module):
 
     def __init__(self, in_bits, classes, width, depth, gate_inputs=2, parametrization="iwp",
                  estimator="sin01", init="residual", wiring="random", tau=None, seed=0,
-                 gumbel=False, gumbel_tau=1.0):
+                 gumbel=False, gumbel_tau=1.0, kernels="auto"):
         super().__init__()
         if depth < 1:
             raise ValueError(f"depth must be at least 1, not {depth!r}")
@@ -135,7 +156,8 @@ class LogicNet(nn.Module):
         features = in_bits
         for i in range(depth):
             layers.append(LogicLayer(features, width, gate_inputs, parametrization, estimator, init,
-                                     wiring, seed=seed * 1000 + i, gumbel=gumbel, gumbel_tau=gumbel_tau))
+                                     wiring, seed=seed * 1000 + i, gumbel=gumbel, gumbel_tau=gumbel_tau,
+                                     kernels=kernels))
             features = width
         self.layers = nn.ModuleList(layers)
 

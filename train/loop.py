@@ -12,6 +12,7 @@ import torch
 from tqdm import tqdm
 
 from . import functional as F
+from . import kernels
 from .checkpoint import (CONFIG_FILE, STATE_FILE, atomic_write_text, build_model,
                          load_model, load_training_state, save_checkpoint)
 from .config import RESUMABLE, ConfigError, flatten, validate
@@ -100,6 +101,9 @@ def train(config, out_dir, force=False, resume=False, overrides=None):
     if t["threads"]:
         torch.set_num_threads(t["threads"])
     device = resolve_device(t["device"])
+    if t["kernels"] == "triton" and not kernels.can_run(torch.empty(0, device=device)):
+        raise RunError(f"train.kernels = 'triton' needs a CUDA device with Triton installed (device is {device}); "
+                       f"use --set train.kernels=auto")
     torch.manual_seed(t["seed"])
 
     data = prepare_data(config)
@@ -114,6 +118,8 @@ def train(config, out_dir, force=False, resume=False, overrides=None):
     data_meta = {"feature_max": data.feature_max, "quantization": data.quantization, "dataset": data.name}
 
     net = loaded[0] if loaded else build_model(config, encoder.bits, data.classes)
+    for layer in net.layers:  # resumable: may differ from the checkpoint's config
+        layer.kernels = t["kernels"]
     net.to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
     if resume:

@@ -16,9 +16,9 @@ or a GPU is missing. :func:`build_reverse_index` is plain PyTorch.
 import importlib.util
 import os
 
-from .reverse_index import ReverseIndex, build_reverse_index
+from .reverse_index import ReverseIndex, ReverseIndexCache, build_reverse_index
 
-__all__ = ["gate_forward", "build_reverse_index", "ReverseIndex", "triton_available", "can_run"]
+__all__ = ["gate_forward", "build_reverse_index", "ReverseIndex", "ReverseIndexCache", "triton_available", "can_run"]
 
 
 def triton_available():
@@ -51,7 +51,8 @@ def gate_forward(x, wiring, tables, reverse_index=None, deterministic=True):
     ``tables.dtype``, ``x``'s in ``x.dtype``.
 
     ``reverse_index``: ``build_reverse_index(wiring, in_features)``, built once per layer and
-    cached (it only depends on the fixed wiring); without it each backward builds one.
+    cached (it only depends on the fixed wiring; :class:`ReverseIndexCache` does that); without
+    it each backward builds one.
     ``deterministic=False`` sums the input gradient with fp32 atomics instead of the reverse
     index (run-to-run sum order then varies).
     """

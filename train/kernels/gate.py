@@ -197,10 +197,13 @@ def gate_backward_launch(grad_out, x, wiring, tables, reverse_index=None, determ
     in_features, batch = x.shape
     grad_x = grad_tables = None
     if table_grad:
-        grad_tables = torch.zeros((gates, 1 << n), dtype=torch.float32, device=x.device)
+        grad_tables = torch.empty((gates, 1 << n), dtype=torch.float32, device=x.device)
     if input_grad:
-        grad_x = torch.zeros_like(x)
+        # The reverse-index kernel writes every element; the atomics add into zeros.
+        grad_x = torch.empty_like(x) if deterministic and gates and batch else torch.zeros_like(x)
     if gates == 0 or batch == 0 or not (input_grad or table_grad):
+        if grad_tables is not None:
+            grad_tables.zero_()
         return grad_x, grad_tables
     mode = _NO_INPUT_GRAD
     grad_edge = grad_x_acc = None
@@ -213,10 +216,10 @@ def gate_backward_launch(grad_out, x, wiring, tables, reverse_index=None, determ
         mode = _ATOMIC_INPUT_GRAD
         grad_x_acc = grad_x if x.dtype == torch.float32 else torch.zeros(x.shape, dtype=torch.float32,
                                                                         device=x.device)
-    # Unused pointer arguments still need a tensor; any will do.
     block_g, block_b = _tile(gates, batch, BACKWARD_TILE[n])
     grid = (triton.cdiv(gates, block_g),)
     with _device_context(x):
+        # Pointer arguments of a disabled output still need a tensor; any will do.
         _gate_backward_kernel[grid](
             x, wiring, tables, grad_out,
             grad_edge if grad_edge is not None else x,

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["ReverseIndex", "build_reverse_index"]
+__all__ = ["ReverseIndex", "ReverseIndexCache", "build_reverse_index"]
 
 
 class ReverseIndex(NamedTuple):
@@ -59,3 +59,24 @@ def build_reverse_index(wiring, in_features):
     offsets = torch.zeros(in_features + 1, dtype=torch.int64, device=wiring.device)
     torch.cumsum(counts, 0, out=offsets[1:])
     return ReverseIndex(offsets, edges, int(in_features), int(gates), int(gate_inputs))
+
+
+class ReverseIndexCache:
+    """Holds one layer's :class:`ReverseIndex`, rebuilt only when the wiring tensor changes:
+    another tensor or device, or the same tensor written in place (``load_state_dict`` copies
+    into the buffer, which bumps its version counter).
+
+    ``index = cache.get(self.wiring, self.in_features)`` in the layer's forward costs a tuple
+    compare when nothing changed.
+    """
+
+    def __init__(self):
+        self._key = None
+        self._index = None
+
+    def get(self, wiring, in_features):
+        key = (wiring.device, wiring.data_ptr(), wiring._version, tuple(wiring.shape), in_features)
+        if key != self._key:
+            self._index = build_reverse_index(wiring, in_features)
+            self._key = key
+        return self._index
