@@ -1,0 +1,179 @@
+"""Per-class popcount (group sum) as a pipelined adder tree."""
+
+from amaranth.hdl import Const, Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["GroupSum"]
+
+
+def _check_stage_every(name, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise TypeError(f"{name} must be a non-negative integer, not {value!r}")
+
+
+class GroupSum(wiring.Component):
+    """Score of each class: the number of ones among its group's bits, plus a constant.
+
+    ``groups[c]`` lists positions in ``in_bits`` (a position may appear more than once and in
+    several groups); ``ones[c]`` counts constant-1 members. Every class is an adder tree of small
+    adders: level 1 adds the bits three at a time (full adders), each further level adds pairs of
+    partial sums (widths grow by one bit per level, never wider than the largest possible sum).
+    All classes share the tree depth ``tree_levels``; with ``stage_every = S > 0`` a register
+    stage follows tree levels ``S, 2S, ...``.
+
+    Latency: ``tree_levels // S`` cycles (0 when ``S = 0``).
+
+    Ports
+    -----
+    in_valid : In(1)
+    in_bits : In(width)
+        The group members (the logic core's outputs).
+    out_valid : Out(1)
+        ``in_valid`` delayed by the latency (reset to 0).
+    out_scores : Out(classes * score_width)
+        Class ``c``'s score in bits ``[c*score_width, (c+1)*score_width)`` (class 0 lowest).
+    """
+
+    def __init__(self, width, groups, ones=None, stage_every=0):
+        if not isinstance(width, int) or width < 0:
+            raise TypeError(f"width must be a non-negative integer, not {width!r}")
+        groups = [list(g) for g in groups]
+        if not groups:
+            raise ValueError("a group sum needs at least one class")
+        for c, group in enumerate(groups):
+            for p in group:
+                if not isinstance(p, int) or not 0 <= p < width:
+                    raise ValueError(f"group {c} lists position {p!r}, outside in_bits of width {width}")
+        ones = [0] * len(groups) if ones is None else list(ones)
+        if len(ones) != len(groups) or not all(isinstance(o, int) and o >= 0 for o in ones):
+            raise ValueError(f"ones must be {len(groups)} non-negative integers, not {ones!r}")
+        _check_stage_every("stage_every", stage_every)
+        self._width = width
+        self._groups = groups
+        self._ones = ones
+        self._stage_every = stage_every
+        self._max_scores = [len(g) + o for g, o in zip(groups, ones)]
+        super().__init__({
+            "in_valid": In(1),
+            "in_bits": In(width),
+            "out_valid": Out(1),
+            "out_scores": Out(len(groups) * self.score_width),
+        })
+
+    @property
+    def classes(self):
+        return len(self._groups)
+
+    @property
+    def score_width(self):
+        return max(1, max(self._max_scores).bit_length())
+
+    @property
+    def tree_levels(self):
+        """Adder levels of the deepest class tree (1 for the full adders, then pairwise sums)."""
+        deepest = 0
+        for group, ones in zip(self._groups, self._ones):
+            operands = -(-len(group) // 3) + (1 if ones else 0)
+            levels = 0
+            while operands > 1:
+                operands = -(-operands // 2)
+                levels += 1
+            deepest = max(deepest, levels)
+        return 1 + deepest
+
+    @property
+    def latency(self):
+        return self.tree_levels // self._stage_every if self._stage_every else 0
+
+    @property
+    def adder_bits(self):
+        """Bit-level adder cells of all trees: one per full adder of level 1, one per result bit
+        of every pairwise sum (a size estimate of the output stage: on ECP5 roughly one LUT4,
+        or half a ``CCU2C`` carry cell, each)."""
+        total = 0
+        for group, ones in zip(self._groups, self._ones):
+            operands = [(1, 1)] * len(group)
+            # level 1: three bits -> 2 bits
+            level = []
+            for i in range(0, len(operands), 3):
+                chunk = operands[i:i + 3]
+                total += 1 if len(chunk) > 1 else 0
+                level.append(sum(v for v, _ in chunk))
+            if ones:
+                level.append(ones)
+            while len(level) > 1:
+                nxt = []
+                for i in range(0, len(level) - 1, 2):
+                    total += (level[i] + level[i + 1]).bit_length()
+                    nxt.append(level[i] + level[i + 1])
+                if len(level) % 2:
+                    nxt.append(level[-1])
+                level = nxt
+        return total
+
+    def elaborate(self, platform):
+        m = Module()
+        s = self._stage_every
+        stage = 0
+
+        # operands per class: list of (value, max_value)
+        trees = []
+        for c, group in enumerate(self._groups):
+            operands = []
+            for i in range(0, len(group), 3):
+                chunk = [self.in_bits[p] for p in group[i:i + 3]]
+                if len(chunk) == 1:
+                    operands.append((chunk[0], 1))
+                    continue
+                total = Signal(range(len(chunk) + 1), name=f"c{c}_l1_{i // 3}")
+                expr = chunk[0] + chunk[1] + (chunk[2] if len(chunk) == 3 else 0)
+                m.d.comb += total.eq(expr)
+                operands.append((total, len(chunk)))
+            trees.append(operands)
+
+        valid = self.in_valid
+
+        def register_stage(level):
+            nonlocal valid, stage
+            stage += 1
+            for c, operands in enumerate(trees):
+                for i, (value, top) in enumerate(operands):
+                    if isinstance(value, Const):
+                        continue
+                    reg = Signal(range(top + 1), name=f"c{c}_l{level}_{i}_p{stage}", reset_less=True)
+                    m.d.sync += reg.eq(value)
+                    operands[i] = (reg, top)
+            next_valid = Signal(name=f"sum_valid_p{stage}")
+            m.d.sync += next_valid.eq(valid)
+            valid = next_valid
+
+        for c, ones in enumerate(self._ones):
+            if ones:
+                trees[c].append((Const(ones, range(ones + 1)), ones))
+        if s and s == 1:
+            register_stage(1)
+        for level in range(2, self.tree_levels + 1):
+            for c, operands in enumerate(trees):
+                nxt = []
+                for i in range(0, len(operands) - 1, 2):
+                    (a, ta), (b, tb) = operands[i], operands[i + 1]
+                    total = Signal(range(ta + tb + 1), name=f"c{c}_l{level}_{i // 2}")
+                    m.d.comb += total.eq(a + b)
+                    nxt.append((total, ta + tb))
+                if len(operands) % 2:
+                    nxt.append(operands[-1])
+                trees[c] = nxt
+            if s and level % s == 0:
+                register_stage(level)
+
+        width = self.score_width
+        scores = []
+        for c, operands in enumerate(trees):
+            score = Signal(width, name=f"score{c}")
+            m.d.comb += score.eq(operands[0][0] if operands else 0)
+            scores.append(score)
+        m.d.comb += [self.out_valid.eq(valid)]
+        for c, score in enumerate(scores):
+            m.d.comb += self.out_scores[c * width:(c + 1) * width].eq(score)
+        return m
