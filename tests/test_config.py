@@ -89,9 +89,10 @@ def test_shipped_configs_are_valid():
         validate(load_config(path))
 
 
-def test_triton_kernels_need_cuda(tmp_path, capsys):
+def test_triton_kernels_need_cuda(tmp_path, capsys, monkeypatch):
     from dlgn.cli import main
 
+    monkeypatch.setenv("TRITON_INTERPRET", "0")  # the kernel tests turn the interpreter on for the session
     assert main(["train", "--set", "data.name=digits", "--set", "train.kernels=triton", "--set", "train.device=cpu",
                  "--out", str(tmp_path / "r")]) == 2
     assert "train.kernels = 'triton' needs a CUDA device" in capsys.readouterr().err
