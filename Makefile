@@ -8,10 +8,11 @@ TORCH ?= torch==2.13.0
 APT_PACKAGES := iverilog dataset-fashion-mnist
 CONFIG ?= configs/default.toml
 RUN ?= runs/default
+BUILD ?= build/default
 STAMP := $(VENV)/.dlgn-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-packages train test test-fast bench clean distclean
+.PHONY: help install system-packages train compile test test-fast bench clean distclean
 
 help: ## list the targets
 	@echo "dlgn - learn logic-gate networks and put them on FPGAs"
@@ -49,14 +50,18 @@ train: install ## train configs/default.toml into runs/default (FORCE=1 to retra
 		$(BIN)/dlgn train $(CONFIG) --out $(RUN) $(if $(FORCE),--force) && cat "$(RUN)/summary.txt"; \
 	fi
 
+compile: train ## compile RUN into BUILD: netlist.json, dlgn_core.v/.il, compile_report.json
+	$(BIN)/dlgn compile $(RUN) -o $(BUILD)
+
 test: install ## run the whole test suite (what CI runs)
 	$(BIN)/python -m pytest -ra
 
 test-fast: install ## the tests without the slow end-to-end ones
 	$(BIN)/python -m pytest -ra -m "not slow"
 
-bench: install ## training benchmarks: IWP vs OP, Gumbel on vs off (bench/results/)
+bench: install ## benchmarks: IWP vs OP, Gumbel on/off, golden model vs PyTorch (bench/results/)
 	$(BIN)/python bench/train_bench.py
+	$(BIN)/python bench/golden.py
 
 clean: ## remove build outputs and caches (keeps runs/ and .venv)
 	rm -rf build .pytest_cache
