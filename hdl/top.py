@@ -47,7 +47,7 @@ class DlgnCore(wiring.Component):
     only the ``valid`` pipeline.
     """
 
-    def __init__(self, in_bits, gates, groups, *, encoding=None, pipeline_every=0, output_every=0):
+    def __init__(self, in_bits, gates, groups, *, encoding=None, pipeline_every=0, output_every=0, lut_cell=None):
         if not isinstance(in_bits, int) or isinstance(in_bits, bool) or in_bits < 1:
             raise TypeError(f"in_bits must be a positive integer, not {in_bits!r}")
         gates = [(tuple(inputs), table) for inputs, table in gates]
@@ -89,7 +89,7 @@ class DlgnCore(wiring.Component):
                                               registered=pipeline_every > 0)
         else:
             self.encoder = None
-        self.core = LogicCore(in_bits, gates, outputs, pipeline_every)
+        self.core = LogicCore(in_bits, gates, outputs, pipeline_every, lut_cell=lut_cell)
         self.group_sum = GroupSum(len(outputs), positions, ones, output_every)
         self.argmax = Argmax(len(groups), self.group_sum.score_width, output_every)
 

@@ -1,0 +1,166 @@
+"""``dlgn sim``: simulate a build's Verilog with cocotb and hold it to the golden model (DESIGN §5).
+
+Rung 4 (default): the emitted ``dlgn_core.v``. Rung 5 (``post_synth=True``): the core
+synthesized for ECP5 and written back as a netlist of ECP5 cells. Both are driven with the
+run's test set (all of it by default, back to back, one sample per clock) and random inputs
+(with random idle cycles between them); every sample's per-class scores and class must equal
+the golden model's, and on the whole test set the simulated accuracy must equal the trained
+network's discrete accuracy from ``summary.json``. The result is written to
+``sim_report.json`` (``sim_report_post_synth.json`` for rung 5) in the build directory.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .errors import SimError
+from .post_synth import NETLIST_NAME, ecp5_cell_models, synthesize_ecp5
+from .runner import check_simulator, run_cocotb
+from .vectors import find_run_dir, first_mismatch, load_build, make_stimulus, port_bytes
+
+__all__ = ["simulate_build", "REPORT_FILE", "POST_SYNTH_REPORT_FILE", "REPORT_KEYS", "DEFAULT_RANDOM_SAMPLES"]
+
+REPORT_FILE = "sim_report.json"
+POST_SYNTH_REPORT_FILE = "sim_report_post_synth.json"
+REPORT_FORMAT = "dlgn-sim-report"
+REPORT_VERSION = 1
+DEFAULT_RANDOM_SAMPLES = 1000
+#: Keys every report carries (outside checks read them).
+REPORT_KEYS = ("samples", "random_samples", "mismatches", "sim_accuracy", "golden_accuracy",
+               "trained_discrete_accuracy", "simulator", "seconds", "samples_per_second")
+
+
+def _random_gaps(stimulus, seed):
+    """No idle cycles inside the test set (it streams back to back); before each random input,
+    0 idle cycles three times in four, else 1 to 3, so that ``in_valid`` gaps are exercised."""
+    rng = np.random.Generator(np.random.PCG64(seed + 1))
+    gaps = np.zeros(len(stimulus), dtype=np.int32)
+    r = stimulus.random_samples
+    if r:
+        gaps[stimulus.test_samples:] = np.where(rng.random(r) < 0.75, 0, rng.integers(1, 4, size=r))
+    return gaps
+
+
+def _accuracy(classes, labels):
+    return float((np.asarray(classes) == labels).mean()) if len(labels) else None
+
+
+def simulate_build(build_dir, *, samples=None, random_samples=DEFAULT_RANDOM_SAMPLES, simulator="icarus",
+                   post_synth=False, run_dir=None, jobs=None, seed=0, log=print):
+    """Simulate ``build_dir`` and check it against the golden model; returns the report dict.
+
+    ``samples``: how many test samples (``None``: the whole test set, ``0``: none);
+    ``random_samples``: random inputs after them; ``run_dir``: the trained run (default: the one
+    recorded by ``dlgn compile``); ``jobs``: simulator processes (default: one per core when
+    there are enough samples). Raises :class:`SimError` naming the first mismatching sample,
+    class and stage when anything differs; the report is written either way."""
+    for name, value in (("--samples", samples), ("--random", random_samples), ("--jobs", jobs)):
+        if value is not None and (not isinstance(value, int) or value < 0 or (name == "--jobs" and value < 1)):
+            raise SimError(f"{name} must be a {'positive' if name == '--jobs' else 'non-negative'} integer, "
+                           f"not {value!r}")
+    if post_synth and simulator != "icarus":
+        raise SimError("--post-synth runs on Icarus only: cocotb builds Verilator models with --public-flat-rw, and "
+                       "for a netlist of ECP5 cell instances that C++ build took over 10 minutes even for a "
+                       "244-gate core; drop --simulator")
+    check_simulator(simulator)
+    build = load_build(build_dir)
+    try:
+        run = find_run_dir(build, run_dir)
+    except SimError:
+        if samples != 0 or run_dir is not None:
+            raise
+        run = None
+    if run is None and samples != 0:
+        raise SimError(f"cannot find the trained run of {build.path}: it was compiled from a netlist file, so the "
+                       f"test set is unknown; pass --run RUN_DIR, or --samples 0 to simulate random inputs only")
+    stimulus, trained, full = make_stimulus(build, run, samples, random_samples, seed)
+    if not len(stimulus):
+        raise SimError("nothing to simulate: --samples 0 and --random 0")
+    labels = stimulus.labels
+    whole_test_set = run is not None and stimulus.test_samples == full
+    golden_accuracy = _accuracy(stimulus.expected_classes[:stimulus.test_samples], labels)
+    log(f"{build.path}: {build.netlist.in_bits} input bits, {len(build.netlist.gates)} gates, "
+        f"latency {build.latency} cycles; {stimulus.test_samples} test samples"
+        f"{' (the whole test set)' if whole_test_set else ''} + {stimulus.random_samples} random inputs")
+
+    report_name = POST_SYNTH_REPORT_FILE if post_synth else REPORT_FILE
+    extra = {}
+    if post_synth:
+        work_dir = build.path / "post_synth"
+        netlist, synth_seconds = synthesize_ecp5(build, work_dir, log=log)
+        models, include, defines = ecp5_cell_models(work_dir / "cells")
+        sources, includes = [netlist, models], [include]
+        stage = f"post-synthesis simulation ({simulator}, ECP5 netlist {NETLIST_NAME}) vs golden model"
+        extra = {"synth_seconds": round(synth_seconds, 3), "netlist_file": str(Path("post_synth") / NETLIST_NAME)}
+    else:
+        work_dir = build.path / "sim"
+        sources, includes, defines = [build.verilog], [], {}
+        stage = f"RTL simulation ({simulator}, {build.verilog.name}) vs golden model"
+
+    log(f"  simulating with {simulator} ...")
+    result = run_cocotb(build, stimulus, port_bytes(build, stimulus), work_dir, simulator=simulator, sources=sources,
+                        includes=includes, defines=defines, jobs=jobs, gaps=_random_gaps(stimulus, seed), stage=stage)
+    scores, classes, seconds = result.scores, result.classes, result.seconds
+
+    total = len(stimulus)
+    mismatch = first_mismatch(stimulus.expected_scores, stimulus.expected_classes, scores, classes, stage,
+                              stimulus.test_samples)
+    if scores.shape == stimulus.expected_scores.shape:
+        mismatches = int(((scores != stimulus.expected_scores).any(axis=1)
+                          | (classes != stimulus.expected_classes)).sum())
+    else:
+        mismatches = total
+    sim_accuracy = _accuracy(classes[:stimulus.test_samples], labels) if len(classes) == total else None
+
+    failures = list(result.problems)
+    if mismatch and mismatch not in failures:
+        failures.insert(0, mismatch)
+    if whole_test_set:
+        correct_trained = round(trained * full)
+        if round(golden_accuracy * full) != correct_trained:
+            failures.append(f"golden model vs trained model: accuracy {golden_accuracy:.6f} on the whole test set, "
+                            f"summary.json says test_acc_discrete = {trained:.6f}")
+        if sim_accuracy is not None and round(sim_accuracy * full) != correct_trained:
+            failures.append(f"simulated accuracy {sim_accuracy:.6f} differs from the trained discrete accuracy "
+                            f"{trained:.6f} (summary.json)")
+    report = {
+        "format": REPORT_FORMAT,
+        "version": REPORT_VERSION,
+        "build_dir": str(build.path),
+        "run_dir": str(run) if run is not None else None,
+        "netlist": "post-synth" if post_synth else "rtl",
+        "stage": stage,
+        "samples": stimulus.test_samples,
+        "random_samples": stimulus.random_samples,
+        "whole_test_set": whole_test_set,
+        "mismatches": mismatches,
+        "sim_accuracy": sim_accuracy,
+        "golden_accuracy": golden_accuracy,
+        "trained_discrete_accuracy": trained,
+        "accuracy_compared_with_trained": whole_test_set,
+        "simulator": simulator,
+        "jobs": result.jobs,
+        "latency_cycles": build.latency,
+        "seconds": round(seconds, 3),
+        "compile_seconds": round(result.compile_seconds, 3),
+        "stream_seconds": round(result.stream_seconds, 3),
+        "simulator_cpu_seconds": round(result.cpu_seconds, 3),
+        "samples_per_second": round(total / seconds, 2) if seconds > 0 else None,
+        "passed": not failures,
+        "first_failure": failures[0] if failures else None,
+        **extra,
+    }
+    report_path = build.path / report_name
+    report_path.write_text(json.dumps(report, indent=1) + "\n")
+    if failures:
+        more = f" (and {len(failures) - 1} more problems)" if len(failures) > 1 else ""
+        raise SimError(f"simulation check failed: {failures[0]}{more}; report in {report_path}, "
+                       f"simulator log under {work_dir}")
+    acc = (f", accuracy {100 * sim_accuracy:.2f}% = trained discrete accuracy" if whole_test_set else
+           f", accuracy {100 * sim_accuracy:.2f}% on the first {stimulus.test_samples} test samples"
+           if sim_accuracy is not None else "")
+    log(f"  all {total} samples: scores and class equal the golden model{acc}; "
+        f"{report['samples_per_second']} samples/s ({seconds:.1f} s, {result.jobs} simulator processes)")
+    log(f"wrote {report_path}")
+    return report

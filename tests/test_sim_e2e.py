@@ -1,0 +1,139 @@
+"""End to end: a trained digits run, compiled with pipelining, simulated with cocotb + Icarus
+(RTL and post-synthesis) against the golden model, and the same checks shown to fail on a core
+with one flipped truth-table bit or a wrong latency. Every simulation gets its own build
+directory, so the tests can run in parallel."""
+
+import json
+import shutil
+
+import pytest
+
+from dlgn.cli import main
+from dlgn.compile import netlist as ir
+from dlgn.compile.build import compile_netlist
+from dlgn.compile.golden import GoldenModel
+from dlgn.compile.synthetic import random_netlist
+from dlgn.sim.check import REPORT_KEYS, simulate_build
+from dlgn.sim.errors import SimError
+from dlgn.sim.vectors import find_run_dir, load_build, make_stimulus
+
+pytestmark = pytest.mark.slow
+
+RANDOM = 300  # random inputs per check, on top of the whole test set
+
+
+def _quiet(*_args, **_kwargs):
+    pass
+
+
+@pytest.fixture(scope="module")
+def digits_build(digits_run, tmp_path_factory):
+    """The conftest digits run compiled with a register stage after every gate level."""
+    out = tmp_path_factory.mktemp("sim_build")
+    assert main(["compile", str(digits_run), "-o", str(out), "--pipeline-every", "1"]) == 0
+    return out
+
+
+def _copy_build(build, tmp_path, name="build"):
+    """A private copy of a build directory (only the compiler's files) for one simulation."""
+    dest = tmp_path / name
+    dest.mkdir()
+    for path in build.iterdir():
+        if path.is_file():
+            shutil.copy(path, dest / path.name)
+    return dest
+
+
+def _flip_observable_bit(netlist, bits):
+    """``netlist`` with one truth-table bit flipped, in the first gate where that changes some
+    class score on ``bits``; also returns the gate and the table entry."""
+    expected = GoldenModel(netlist).scores(bits)
+    for g, (inputs, table) in enumerate(netlist.gates):
+        for entry in range(1 << len(inputs)):
+            gates = list(netlist.gates)
+            gates[g] = (inputs, table ^ (1 << entry))
+            corrupted = ir.Netlist(netlist.in_bits, gates, netlist.groups, netlist.encoding, netlist.source)
+            if (GoldenModel(corrupted).scores(bits) != expected).any():
+                return corrupted, g, entry
+    raise AssertionError("no single table bit changes any score")
+
+
+@pytest.fixture(scope="module")
+def corrupted_build(digits_build, tmp_path_factory):
+    """The digits core with one flipped table bit (Verilog and RTLIL), next to the original
+    netlist.json, which stays the golden reference."""
+    build = load_build(digits_build)
+    stimulus, _trained, _full = make_stimulus(build, find_run_dir(build), None, RANDOM, seed=0)
+    corrupted, gate, entry = _flip_observable_bit(build.netlist, stimulus.bits)
+    out = tmp_path_factory.mktemp("corrupted_build")
+    report = compile_netlist(corrupted, out, pipeline_every=1, passes=(), verify=False, log=_quiet)
+    assert report["latency_cycles"] == build.latency
+    shutil.copy(digits_build / "netlist.json", out / "netlist.json")
+    return out, gate, entry
+
+
+def test_whole_test_set_and_random_inputs_match_the_trained_model(digits_build, digits_run, tmp_path, capsys):
+    build = _copy_build(digits_build, tmp_path)
+    assert main(["sim", str(build), "--random", str(RANDOM)]) == 0
+    report = json.loads((build / "sim_report.json").read_text())
+    summary = json.loads((digits_run / "summary.json").read_text())
+    assert set(REPORT_KEYS) <= set(report)
+    assert report["samples"] == 359 and report["whole_test_set"] and report["random_samples"] == RANDOM
+    assert report["mismatches"] == 0 and report["passed"] and report["first_failure"] is None
+    assert report["sim_accuracy"] == report["golden_accuracy"] == summary["test_acc_discrete"]
+    assert report["trained_discrete_accuracy"] == summary["test_acc_discrete"]
+    assert report["simulator"] == "icarus" and report["latency_cycles"] > 0
+    assert report["seconds"] > 0 and report["samples_per_second"] > 0
+    assert "equal the golden model" in capsys.readouterr().out
+
+
+def test_one_flipped_table_bit_in_the_verilog_fails(corrupted_build, tmp_path, capsys):
+    out, gate, entry = corrupted_build
+    build = _copy_build(out, tmp_path)
+    assert main(["sim", str(build), "--random", str(RANDOM)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: simulation check failed: RTL simulation (icarus, dlgn_core.v) vs golden model: ")
+    assert " sample " in err and ", class " in err and "expected" in err and "Traceback" not in err
+    report = json.loads((build / "sim_report.json").read_text())
+    assert not report["passed"] and report["mismatches"] > 0, (gate, entry)
+    assert report["first_failure"] in err
+
+
+def test_a_wrong_latency_is_caught(digits_build, tmp_path):
+    build = _copy_build(digits_build, tmp_path)
+    report_path = build / "compile_report.json"
+    report = json.loads(report_path.read_text())
+    report["latency_cycles"] += 1
+    report_path.write_text(json.dumps(report))
+    with pytest.raises(SimError, match=r"result came \d+ falling edges after it, expected \d+"):
+        simulate_build(build, samples=50, random_samples=20, log=_quiet)
+
+
+def test_post_synthesis_netlist_matches(digits_build, tmp_path):
+    build = _copy_build(digits_build, tmp_path)
+    report = simulate_build(build, random_samples=RANDOM, post_synth=True, log=_quiet)
+    assert report["netlist"] == "post-synth" and report["passed"] and report["mismatches"] == 0
+    assert report["sim_accuracy"] == report["trained_discrete_accuracy"] and report["whole_test_set"]
+    assert (build / "sim_report_post_synth.json").is_file() and not (build / "sim_report.json").exists()
+    netlist = (build / "post_synth" / "dlgn_core_ecp5.v").read_text()
+    assert "LUT4" in netlist and "TRELLIS_FF" in netlist
+
+
+def test_post_synthesis_netlist_with_a_flipped_table_bit_fails(corrupted_build, tmp_path):
+    out, _gate, _entry = corrupted_build
+    build = _copy_build(out, tmp_path)
+    with pytest.raises(SimError, match=r"post-synthesis simulation \(icarus, ECP5 netlist dlgn_core_ecp5\.v\) vs "
+                                       r"golden model: (test|random) sample \d+, class \d+"):
+        simulate_build(build, random_samples=RANDOM, post_synth=True, log=_quiet)
+
+
+def test_combinational_core_with_on_chip_encoder(tmp_path):
+    """Latency 0, raw features on ``in_features``, no trained run: random inputs only."""
+    netlist = random_netlist(in_bits=24, widths=(40, 30, 20), classes=4, seed=3, encoding=True)
+    out = tmp_path / "build"
+    compile_netlist(netlist, out, pipeline_every=0, output_every=0, encoder=True, verify=False, log=_quiet)
+    report = simulate_build(out, samples=0, random_samples=400, log=_quiet)
+    assert report["latency_cycles"] == 0 and report["passed"] and report["mismatches"] == 0
+    assert report["samples"] == 0 and report["sim_accuracy"] is None and report["trained_discrete_accuracy"] is None
+    with pytest.raises(SimError, match="cannot find the trained run"):
+        simulate_build(out, samples=10, random_samples=10, log=_quiet)
