@@ -30,15 +30,7 @@ from dlgn.compile.discretize import netlist_from_model
 from dlgn.compile.golden import GoldenModel, pack_bits
 from dlgn.compile.passes import optimize
 
-
-def _cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from machine import cpu_name  # bench/machine.py (scripts run with bench/ on sys.path)
 
 
 def _best_of(fn, repeats):
@@ -124,7 +116,7 @@ def main(argv=None):
         "golden_samples_per_cpu_s": round(n / c_golden),
         "golden_prepacked_samples_per_cpu_s": round(n / c_golden_packed),
         "machine": f"cpu-{platform.machine()}",
-        "cpu": _cpu_model(),
+        "cpu": cpu_name(),
         "host": socket.gethostname(),
         "torch_threads": threads,
         "load_average_1min": round(os.getloadavg()[0], 2),

@@ -18,17 +18,9 @@ import shutil
 import sys
 from pathlib import Path
 
+from machine import cpu_name  # bench/machine.py (scripts run with bench/ on sys.path)
+
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _cpu_name():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv=None):
@@ -82,7 +74,7 @@ def main(argv=None):
     today = datetime.date.today().isoformat()
     machine = f"cpu-{platform.machine()}"
     result = {
-        "benchmark": "sim", "simulator": args.simulator, "machine": machine, "cpu": _cpu_name(),
+        "benchmark": "sim", "simulator": args.simulator, "machine": machine, "cpu": cpu_name(),
         "cores": os.cpu_count(), "iverilog": shutil.which("iverilog"), "python": platform.python_version(),
         "date": today, "runs": runs,
     }
