@@ -64,7 +64,7 @@ def simulate_build(build_dir, *, samples=None, random_samples=DEFAULT_RANDOM_SAM
                        "for a netlist of ECP5 cell instances that C++ build took over 10 minutes even for a "
                        "244-gate core; drop --simulator")
     check_simulator(simulator)
-    build = load_build(build_dir)
+    build = load_build(Path(build_dir).resolve())  # the simulator runs in its own working directory
     try:
         run = find_run_dir(build, run_dir)
     except SimError:

@@ -116,7 +116,7 @@ def find_run_dir(build, run_dir=None):
         candidates = [Path(recorded), build.path / recorded]
     for candidate in candidates:
         if (candidate / "summary.json").is_file():
-            return candidate
+            return candidate.resolve()
     raise SimError(f"cannot find the trained run of {build.path} (looked for summary.json in "
                    f"{', '.join(str(c) for c in dict.fromkeys(candidates))}); pass --run RUN_DIR, or --samples 0 "
                    f"to simulate random inputs only")

@@ -127,3 +127,4 @@ def test_post_synthesis_runs_on_icarus_only(tmp_path):
 
     with pytest.raises(SimError, match="--post-synth runs on Icarus only"):
         simulate_build(tmp_path, simulator="verilator", post_synth=True)
+

@@ -137,3 +137,17 @@ def test_combinational_core_with_on_chip_encoder(tmp_path):
     assert report["samples"] == 0 and report["sim_accuracy"] is None and report["trained_discrete_accuracy"] is None
     with pytest.raises(SimError, match="cannot find the trained run"):
         simulate_build(out, samples=10, random_samples=10, log=_quiet)
+
+
+def test_relative_build_dir_from_another_working_directory(digits_build, tmp_path, monkeypatch):
+    """`make sim` passes a relative BUILD_DIR; the simulator runs elsewhere and must still find it."""
+    import os
+    import shutil
+
+    from dlgn.sim.check import simulate_build
+
+    build = tmp_path / "b"
+    shutil.copytree(digits_build, build)
+    monkeypatch.chdir(tmp_path)
+    report = simulate_build(os.path.relpath(build, tmp_path), samples=20, random_samples=10, jobs=1, log=lambda *_: None)
+    assert report["mismatches"] == 0
