@@ -2,7 +2,8 @@
 
 Each gate's table is the trainer's discrete table (IWP: per-entry rounding, OP: the argmax
 function, DESIGN §2.3–2.4), taken from :meth:`LogicNet.discrete_layers`; layer ``l`` becomes
-level ``l + 1``. Class ``c`` owns the contiguous last-layer gates ``[c*G/k, (c+1)*G/k)``.
+level ``l + 1``. The class groups are the network's (:meth:`LogicNet.class_groups`: contiguous
+or interleaved last-layer gates).
 """
 
 from .netlist import InputEncoding, Netlist
@@ -31,9 +32,7 @@ def netlist_from_model(net, encoder=None, source=None):
             table = sum(w for w, bit in zip(weights, entries) if bit)
             gates.append((tuple(previous[i] for i in inputs), table))
         previous = list(range(first, 2 + in_bits + len(gates)))
-    classes = int(net.classes)
-    per_class = len(previous) // classes
-    groups = [previous[c * per_class:(c + 1) * per_class] for c in range(classes)]
+    groups = [[previous[g] for g in group] for group in net.class_groups()]
     return Netlist(in_bits, gates, groups, encoding, source)
 
 

@@ -97,3 +97,9 @@ def test_triton_kernels_need_cuda(tmp_path, capsys, monkeypatch):
                  "--out", str(tmp_path / "r")]) == 2
     assert "train.kernels = 'triton' needs a CUDA device" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_window_must_fit_the_gate():
+    with pytest.raises(ConfigError, match="model.window must be at least model.gate_inputs"):
+        validate(apply_overrides(load_config(), ["model.wiring=windowed", "model.window=3", "model.gate_inputs=4"]))
+    validate(apply_overrides(load_config(), ["model.wiring=windowed", "model.groups=interleaved"]))

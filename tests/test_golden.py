@@ -110,3 +110,12 @@ def test_features_need_an_encoding_and_fitting_values():
     np.testing.assert_array_equal(encode_features(encoding, x), Thermometer([[10, 200]]).encode(x).numpy())
     with pytest.raises(ValueError, match="unsigned 8-bit"):
         encode_features(encoding, np.array([[256]]))
+
+
+def test_golden_equals_pytorch_for_windowed_wiring_and_interleaved_groups():
+    net = LogicNet(40, 4, 48, 3, gate_inputs=3, init="gaussian", wiring="windowed", window=6,
+                   groups="interleaved", seed=2).eval()
+    netlist = netlist_from_model(net)
+    assert netlist.groups[1][:2] != netlist.groups[0][:2]
+    bits = random_bits(300, 40, seed=5)
+    np.testing.assert_array_equal(GoldenModel(netlist).scores(bits), net.scores(torch.from_numpy(bits)).numpy())

@@ -304,3 +304,29 @@ def test_layer_argument_errors():
         LogicLayer(4, 4, estimator="tanh")
     with pytest.raises(ValueError, match="init must be one of"):
         LogicLayer(4, 4, init="zeros")
+
+
+def test_windowed_wiring_is_local_distinct_and_seeded():
+    w = make_wiring(100, 40, 3, "windowed", seed=1, window=8)
+    starts = np.arange(40) * 100 // 40 - 4
+    assert (((w - starts[:, None]) % 100) < 8).all()
+    assert all(len(set(row)) == 3 for row in w.tolist())
+    assert np.array_equal(w, make_wiring(100, 40, 3, "windowed", seed=1, window=8))
+    with pytest.raises(ValueError, match="window of at least 4"):
+        make_wiring(100, 40, 4, "windowed", window=3)
+
+
+def test_interleaved_groups():
+    x = torch.arange(12, dtype=torch.float32)[:, None]  # [gates=12, batch=1]
+    assert F.group_sum(x, 3, "interleaved").tolist() == [[0 + 3 + 6 + 9, 1 + 4 + 7 + 10, 2 + 5 + 8 + 11]]
+    assert F.class_groups(12, 3, "interleaved")[1] == [1, 4, 7, 10]
+    assert F.class_groups(12, 3)[1] == [4, 5, 6, 7]
+    net = LogicNet(20, 4, width=40, depth=2, gate_inputs=2, init="gaussian", groups="interleaved", seed=3)
+    bits = (torch.rand(9, 20) > 0.5).float()
+    last = bits.t().contiguous()
+    for layer in net.layers:
+        last = layer(last, "discrete")
+    want = torch.stack([last[g].sum(0) for g in net.class_groups()], 1).long()
+    assert torch.equal(net.scores(bits), want)
+    with pytest.raises(ValueError, match="groups must be one of"):
+        LogicNet(20, 4, width=40, depth=1, groups="striped")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .data import DATASETS
 from .encoding import ENCODINGS
-from .functional import ESTIMATORS
+from .functional import ESTIMATORS, GROUP_LAYOUTS
 from .layers import INITS, KERNELS, PARAMETRIZATIONS
 from .wiring import WIRINGS
 
@@ -39,6 +39,8 @@ DEFAULTS = {
         "estimator": "sin01",
         "init": "residual",
         "wiring": "random",
+        "window": 64,  # features a gate may read with wiring = "windowed"
+        "groups": "contiguous",  # class groups: contiguous | interleaved
         "tau": 0.0,  # 0: sqrt(width / classes)
     },
     "train": {
@@ -63,6 +65,7 @@ CHOICES = {
     "model.estimator": ESTIMATORS,
     "model.init": INITS,
     "model.wiring": WIRINGS,
+    "model.groups": GROUP_LAYOUTS,
     "train.kernels": KERNELS,
 }
 
@@ -163,7 +166,7 @@ def validate(config):
     for key, choices in CHOICES.items():
         if flat[key] not in choices:
             raise ConfigError(f"{key} must be one of {', '.join(choices)}, not {flat[key]!r}")
-    positive = ["data.thresholds", "model.width", "model.depth", "train.epochs", "train.batch_size",
+    positive = ["data.thresholds", "model.width", "model.window", "model.depth", "train.epochs", "train.batch_size",
                 "train.eval_batch_size", "train.lr", "train.gumbel_tau"]
     for key in positive:
         if flat[key] <= 0:
@@ -175,6 +178,9 @@ def validate(config):
         raise ConfigError(f"model.gate_inputs must be 1..6 (a native FPGA LUT), not {flat['model.gate_inputs']!r}")
     if flat["model.parametrization"] == "op" and flat["model.gate_inputs"] != 2:
         raise ConfigError("model.parametrization = 'op' has two-input gates only: set model.gate_inputs = 2")
+    if flat["model.wiring"] == "windowed" and flat["model.window"] < flat["model.gate_inputs"]:
+        raise ConfigError(f"model.window must be at least model.gate_inputs ({flat['model.gate_inputs']}) "
+                          f"with model.wiring = 'windowed', not {flat['model.window']}")
     if flat["model.parametrization"] == "iwp" and flat["train.weight_decay"] > 0:
         raise ConfigError(
             "train.weight_decay must be 0 with model.parametrization = 'iwp': decay pulls every table "

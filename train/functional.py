@@ -217,13 +217,31 @@ def ints_to_bits(values, n):
     return torch.tensor([[(v >> a) & 1 for a in range(1 << n)] for v in values], dtype=torch.uint8)
 
 
-def group_sum(x, classes):
-    """Sum contiguous groups of the last layer ``[gates, batch]``: class ``c`` owns gates
-    ``[c*G/k, (c+1)*G/k)``. Returns ``[batch, classes]``."""
+GROUP_LAYOUTS = ("contiguous", "interleaved")
+
+
+def group_sum(x, classes, layout="contiguous"):
+    """Sum the last layer ``[gates, batch]`` per class; returns ``[batch, classes]``.
+
+    ``contiguous``: class ``c`` owns gates ``[c*G/k, (c+1)*G/k)``; ``interleaved``: class ``c``
+    owns gates ``c, c + k, c + 2k, ...`` (with local wiring, every class then sees every region
+    of the input)."""
     width, batch = x.shape
     if width % classes:
         raise ValueError(f"last layer width {width} is not divisible by {classes} classes")
-    return x.reshape(classes, width // classes, batch).sum(1).t()
+    if layout == "contiguous":
+        return x.reshape(classes, width // classes, batch).sum(1).t()
+    if layout == "interleaved":
+        return x.reshape(width // classes, classes, batch).sum(0).t()
+    raise ValueError(f"group layout must be one of {GROUP_LAYOUTS}, not {layout!r}")
+
+
+def class_groups(width, classes, layout="contiguous"):
+    """Gate indices of each class's group, as :func:`group_sum` sums them."""
+    per_class = width // classes
+    if layout == "interleaved":
+        return [list(range(c, width, classes)) for c in range(classes)]
+    return [list(range(c * per_class, (c + 1) * per_class)) for c in range(classes)]
 
 
 def predict(scores):

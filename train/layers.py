@@ -34,7 +34,8 @@ class LogicLayer(nn.Module):
     """
 
     def __init__(self, in_features, gates, gate_inputs=2, parametrization="iwp", estimator="sin01",
-                 init="residual", wiring="random", seed=0, gumbel=False, gumbel_tau=1.0, kernels="auto"):
+                 init="residual", wiring="random", seed=0, gumbel=False, gumbel_tau=1.0, kernels="auto",
+                 window=64):
         super().__init__()
         if parametrization not in PARAMETRIZATIONS:
             raise ValueError(f"parametrization must be one of {PARAMETRIZATIONS}, not {parametrization!r}")
@@ -56,7 +57,8 @@ class LogicLayer(nn.Module):
         self.gumbel = gumbel
         self.gumbel_tau = gumbel_tau
         self.noise_generator = None
-        self.register_buffer("wiring", torch.from_numpy(make_wiring(in_features, gates, gate_inputs, wiring, seed)))
+        self.register_buffer("wiring", torch.from_numpy(make_wiring(in_features, gates, gate_inputs, wiring, seed,
+                                                                          window)))
         entries = 16 if parametrization == "op" else 1 << gate_inputs
         self.weight = nn.Parameter(torch.empty(gates, entries))
         self.reset_parameters(init, seed)
@@ -140,8 +142,10 @@ class LogicNet(nn.Module):
 
     def __init__(self, in_bits, classes, width, depth, gate_inputs=2, parametrization="iwp",
                  estimator="sin01", init="residual", wiring="random", tau=None, seed=0,
-                 gumbel=False, gumbel_tau=1.0, kernels="auto"):
+                 gumbel=False, gumbel_tau=1.0, kernels="auto", window=64, groups="contiguous"):
         super().__init__()
+        if groups not in F.GROUP_LAYOUTS:
+            raise ValueError(f"groups must be one of {F.GROUP_LAYOUTS}, not {groups!r}")
         if depth < 1:
             raise ValueError(f"depth must be at least 1, not {depth!r}")
         if width % classes:
@@ -151,13 +155,14 @@ class LogicNet(nn.Module):
             )
         self.in_bits = in_bits
         self.classes = classes
+        self.group_layout = groups
         self.tau = float(tau) if tau else F.default_tau(width, classes)
         layers = []
         features = in_bits
         for i in range(depth):
             layers.append(LogicLayer(features, width, gate_inputs, parametrization, estimator, init,
                                      wiring, seed=seed * 1000 + i, gumbel=gumbel, gumbel_tau=gumbel_tau,
-                                     kernels=kernels))
+                                     kernels=kernels, window=window))
             features = width
         self.layers = nn.ModuleList(layers)
 
@@ -170,7 +175,7 @@ class LogicNet(nn.Module):
         x = bits.t().contiguous()
         for layer in self.layers:
             x = layer(x, mode)
-        return F.group_sum(x, self.classes)
+        return F.group_sum(x, self.classes, self.group_layout)
 
     def forward(self, bits, mode=None):
         return self.group_sums(bits, mode) / self.tau
@@ -192,6 +197,10 @@ class LogicNet(nn.Module):
         with torch.no_grad():
             values = torch.cat([(layer.relaxed_tables() - 0.5).abs().flatten() for layer in self.layers])
         return values.lt(margin).float().mean().item()
+
+    def class_groups(self):
+        """Last-layer gate indices of each class's group."""
+        return F.class_groups(self.layers[-1].gates, self.classes, self.group_layout)
 
     def discrete_layers(self):
         """``[(wiring [G, n] int64, truth_tables [G, 2**n] uint8), ...]`` for the compiler."""
