@@ -21,8 +21,6 @@ __all__ = [
     "iwp_tables",
     "hard_iwp_bits",
     "hard_op_bits",
-    "bits_to_ints",
-    "ints_to_bits",
     "group_sum",
     "predict",
 ]
@@ -206,17 +204,6 @@ def hard_op_bits(logits):
     return tables.to(torch.uint8)
 
 
-def bits_to_ints(bits):
-    """``[gates, 2**n]`` 0/1 table entries -> Python ints, bit ``a`` = entry ``a``."""
-    weights = [1 << a for a in range(bits.shape[-1])]
-    return [sum(w for w, b in zip(weights, row) if b) for row in bits.tolist()]
-
-
-def ints_to_bits(values, n):
-    """Inverse of :func:`bits_to_ints`."""
-    return torch.tensor([[(v >> a) & 1 for a in range(1 << n)] for v in values], dtype=torch.uint8)
-
-
 GROUP_LAYOUTS = ("contiguous", "interleaved")
 
 
@@ -250,11 +237,6 @@ def predict(scores):
     ``torch.argmax`` documents that it returns the first maximal index; this is the one
     place the rule lives in the trainer."""
     return scores.argmax(dim=-1)
-
-
-def undecided_share(omega, estimator, margin=0.1):
-    """Share of table entries with ``|rho - 0.5| < margin``."""
-    return (estimate(omega, estimator) - 0.5).abs().lt(margin).float().mean().item()
 
 
 def default_tau(width, classes):
