@@ -12,20 +12,24 @@ BUILD ?= build/default
 BOARD ?= ulx3s
 TOP ?= uart
 FREQ ?=
+# make train-ddp: processes per node, and the run it writes (TORCHRUN_ARGS for multi-node launches)
+NPROC ?= 2
+DDP_RUN ?= runs/ddp
+TORCHRUN_ARGS ?= --standalone --nproc-per-node $(NPROC)
 BITSTREAM_DIR = $(BUILD)/$(BOARD)
 # yowasp compiles its WebAssembly tools once per cache directory (about a minute)
 export YOWASP_CACHE_DIR ?= $(HOME)/.cache/YoWASP
 STAMP := $(VENV)/.dlgn-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-packages train compile sim sim-post-synth bitstream program test test-fast bench clean distclean
+.PHONY: help install system-packages train train-ddp compile sim sim-post-synth bitstream program test test-fast bench clean distclean
 
 help: ## list the targets
 	@echo "dlgn - learn logic-gate networks and put them on FPGAs"
 	@echo
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 	@echo
-	@echo "variables: CONFIG=$(CONFIG) RUN=$(RUN) BUILD=$(BUILD) BOARD=$(BOARD) TOP=$(TOP) FREQ=$(FREQ) FORCE=1 (retrain) TORCH=$(TORCH)"
+	@echo "variables: CONFIG=$(CONFIG) RUN=$(RUN) NPROC=$(NPROC) DDP_RUN=$(DDP_RUN) BUILD=$(BUILD) BOARD=$(BOARD) TOP=$(TOP) FREQ=$(FREQ) FORCE=1 (retrain) TORCH=$(TORCH)"
 
 install: system-packages $(STAMP) ## create .venv and install dlgn (torch first) and the Debian packages
 
@@ -56,6 +60,10 @@ train: install ## train configs/default.toml into runs/default (FORCE=1 to retra
 		$(BIN)/dlgn train $(CONFIG) --out $(RUN) $(if $(FORCE),--force) && cat "$(RUN)/summary.txt"; \
 	fi
 
+train-ddp: install ## train CONFIG data-parallel with torchrun on NPROC processes (GPUs: NCCL, else gloo) into DDP_RUN
+	$(BIN)/torchrun $(TORCHRUN_ARGS) -m dlgn train $(CONFIG) --out $(DDP_RUN) $(if $(FORCE),--force) $(TRAIN_ARGS)
+	@cat "$(DDP_RUN)/summary.txt"
+
 compile: train ## compile RUN into BUILD: netlist.json, dlgn_core.v/.il, compile_report.json
 	@if [ -f "$(BUILD)/compile_report.json" ] && [ "$(BUILD)/compile_report.json" -nt "$(RUN)/model.safetensors" ]; then \
 		echo "$(BUILD) is up to date with $(RUN)"; \
@@ -83,9 +91,10 @@ test: install ## run the whole test suite (what CI runs)
 test-fast: install ## the tests without the slow end-to-end ones
 	$(BIN)/python -m pytest -ra -m "not slow"
 
-bench: install ## benchmarks: IWP vs OP, Gumbel on/off, golden model vs PyTorch (bench/results/)
+bench: install ## benchmarks: IWP vs OP, Gumbel on/off, golden model vs PyTorch, DDP scaling (bench/results/)
 	$(BIN)/python bench/train_bench.py
 	$(BIN)/python bench/golden.py
+	$(BIN)/python bench/ddp.py
 
 clean: ## remove build outputs and caches (keeps runs/ and .venv)
 	rm -rf build .pytest_cache

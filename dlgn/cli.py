@@ -20,6 +20,8 @@ def _cmd_train(args):
     config = apply_overrides(load_config(args.config), args.set)
     overrides = {parse_override(item)[0] for item in args.set or ()}
     summary = train(config, args.resume or args.out, force=args.force, resume=bool(args.resume), overrides=overrides)
+    if summary is None:  # a non-zero rank under torchrun: rank 0 reports
+        return
     out = args.resume or args.out
     print(f"wrote {out}: test accuracy {100 * summary['test_acc_discrete']:.2f}% discrete, "
           f"{100 * summary['test_acc_soft']:.2f}% soft, {summary['train_seconds']:.0f} s")

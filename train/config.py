@@ -45,7 +45,7 @@ DEFAULTS = {
     },
     "train": {
         "epochs": 10,
-        "batch_size": 128,
+        "batch_size": 128,  # the global batch: under torchrun it is split over the ranks
         "lr": 0.01,
         "weight_decay": 0.0,
         "seed": 0,
@@ -54,7 +54,7 @@ DEFAULTS = {
         "device": "auto",  # auto | cpu | cuda | cuda:N
         "kernels": "auto",  # auto (Triton on CUDA) | triton | reference
         "eval_batch_size": 2000,
-        "threads": 0,  # CPU threads for torch (0: torch's default)
+        "threads": 0,  # CPU threads for torch (0: torch's default; under torchrun: cores / local ranks)
     },
 }
 

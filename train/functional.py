@@ -118,13 +118,15 @@ class GateFunction(torch.autograd.Function):
             p = inputs[n - 1]
             high = torch.einsum("egb,gb->eg", g, p)
             grad_tables = torch.cat([g.sum(-1) - high, high]).t().to(tables.dtype)
-        if grad_inputs is not None:
+        if grad_inputs is not None and inputs.shape[2] == 0:  # an empty batch (a DDP rank's share)
+            grad_x = grad_inputs.new_zeros((ctx.in_features, 0))
+        elif grad_inputs is not None:
             # Sum the gradients of the gate inputs per feature: a segment sum over the edges
             # sorted by feature (deterministic, multithreaded; index_add_ is about 4x slower on
             # the CPU at 32k edges x batch 128).
             order = torch.argsort(flat, stable=True)
             lengths = torch.bincount(flat, minlength=ctx.in_features)
-            edges = grad_inputs.view(-1, inputs.shape[2]).index_select(0, order)
+            edges = grad_inputs.view(n * inputs.shape[1], inputs.shape[2]).index_select(0, order)
             grad_x = torch.segment_reduce(edges, "sum", lengths=lengths, axis=0, unsafe=True)
         return grad_x, None, grad_tables
 

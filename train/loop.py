@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from . import distributed as dist
 from . import functional as F
 from . import kernels
 from .checkpoint import (CONFIG_FILE, STATE_FILE, atomic_write_text, build_model,
@@ -50,6 +52,12 @@ def evaluate(net, bits, labels, batch_size, device):
     """Soft and discrete accuracy of ``net`` on encoded ``bits`` (``uint8`` ``[N, B]``)."""
     if len(labels) == 0:
         return float("nan"), float("nan")
+    soft, discrete = _correct(net, bits, labels, batch_size, device)
+    return soft / len(labels), discrete / len(labels)
+
+
+@torch.no_grad()
+def _correct(net, bits, labels, batch_size, device):
     was_training = net.training
     net.eval()
     soft = discrete = 0
@@ -59,7 +67,35 @@ def evaluate(net, bits, labels, batch_size, device):
         soft += (F.predict(net(x, "soft")) == y).sum().item()
         discrete += (F.predict(net(x, "discrete")) == y).sum().item()
     net.train(was_training)
-    return soft / len(labels), discrete / len(labels)
+    return soft, discrete
+
+
+def _evaluate_split(net, splits, batch_size, device, ctx):
+    """Accuracies on several ``(bits, labels)`` splits, each rank scoring one slice of each."""
+    counts = []
+    for bits, labels in splits:
+        part = dist.eval_share(len(labels), ctx)
+        counts.extend(_correct(net, bits[part], labels[part], batch_size, device))
+    counts = ctx.all_reduce_sum(counts, device)
+    out = []
+    for i, (_, labels) in enumerate(splits):
+        n = len(labels)
+        out.append((counts[2 * i] / n, counts[2 * i + 1] / n) if n else (float("nan"), float("nan")))
+    return out
+
+
+def batch_loss(model, x, y, global_count, ctx):
+    """The loss to backpropagate for this rank's share ``x, y`` of a global batch of
+    ``global_count`` samples, and this rank's part of the batch's mean loss (a float).
+
+    DDP averages gradients over the ranks, so each rank scales its *sum* of losses by
+    ``world_size / global_count``: the step then follows the global batch's mean loss exactly,
+    also when the shares differ in size (or one is empty)."""
+    if not ctx.distributed:
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        return loss, loss.item()
+    loss_sum = torch.nn.functional.cross_entropy(model(x), y, reduction="sum")
+    return loss_sum * (ctx.world_size / global_count), loss_sum.item() / global_count
 
 
 def _epoch_generator(seed, epoch, salt):
@@ -77,10 +113,28 @@ def _prepare_out_dir(out, force, resume):
     return out
 
 
+def _model_fingerprints(net, encoder, config):
+    wiring = b"".join(layer.wiring.cpu().numpy().tobytes() for layer in net.layers)
+    params = b"".join(p.detach().cpu().numpy().tobytes() for p in net.parameters())
+    setup = json.dumps(config, sort_keys=True, default=str).encode() + np.asarray(encoder.thresholds).tobytes()
+    return wiring, params, setup
+
+
+def _default_threads(ctx, device):
+    """Under torchrun on the CPU, share this node's cores between its ranks (torchrun itself
+    sets OMP_NUM_THREADS=1, which leaves most cores idle on a large machine)."""
+    if not ctx.distributed or device.type != "cpu":
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // ctx.local_world_size)
+
+
 def train(config, out_dir, force=False, resume=False, overrides=None):
     """Train per ``config`` into ``out_dir``; with ``resume``, continue the run in ``out_dir``
     (its own config, updated by ``overrides`` for the keys in ``RESUMABLE``).
-    Returns the summary dict."""
+
+    Under ``torchrun`` every rank calls this; rank 0 alone writes files (see
+    :mod:`dlgn.train.distributed`). Returns the summary dict (``None`` on the other ranks)."""
     out = Path(out_dir)
     loaded = None
     if resume:
@@ -96,11 +150,26 @@ def train(config, out_dir, force=False, resume=False, overrides=None):
                 saved[section][name] = value
         config = saved
     validate(config)
-    _prepare_out_dir(out, force, resume)
+    _prepare_out_dir(out, force, resume)  # every rank checks before any rank writes (init is a rendezvous)
     t = config["train"]
-    if t["threads"]:
-        torch.set_num_threads(t["threads"])
-    device = resolve_device(t["device"])
+    try:
+        ctx, device_name = dist.setup(t["device"])
+    except dist.DistributedError as exc:
+        raise RunError(str(exc)) from None
+    try:
+        return _train(config, out, force, resume, loaded, ctx, device_name)
+    except dist.DistributedError as exc:
+        raise RunError(str(exc)) from None
+    finally:
+        ctx.close()
+
+
+def _train(config, out, force, resume, loaded, ctx, device_name):
+    t = config["train"]
+    device = resolve_device(device_name)
+    threads = t["threads"] or _default_threads(ctx, device)
+    if threads:
+        torch.set_num_threads(threads)
     if t["kernels"] == "triton" and not kernels.can_run(torch.empty(0, device=device)):
         raise RunError(f"train.kernels = 'triton' needs a CUDA device with Triton installed (device is {device}); "
                        f"use --set train.kernels=auto")
@@ -121,17 +190,27 @@ def train(config, out_dir, force=False, resume=False, overrides=None):
     for layer in net.layers:  # resumable: may differ from the checkpoint's config
         layer.kernels = t["kernels"]
     net.to(device)
+    model = net
+    if ctx.distributed:
+        wiring, params, setup = _model_fingerprints(net, encoder, config)
+        ctx.agree("the run's config and input encoding", setup, device)
+        ctx.agree("the wiring", wiring, device)
+        ctx.agree("the initial (or resumed) parameters", params, device)
+        model = dist.wrap(net, device)
     optimizer = torch.optim.Adam(net.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
     if resume:
         state = load_training_state(out, net, optimizer)
     else:
-        if out.exists() and force:
-            shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / CONFIG_FILE, "")  # marks the directory as taken before the first epoch
+        if ctx.is_main:
+            if out.exists() and force:
+                shutil.rmtree(out)
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out / CONFIG_FILE, "")  # marks the directory as taken before the first epoch
         state = {"epoch": 0, "step": 0, "seconds": 0.0, "history": []}
+    ctx.barrier()
 
-    steps_per_epoch = math.ceil(len(y_train) / t["batch_size"])
+    batch_size = t["batch_size"]  # global: split over the ranks
+    steps_per_epoch = math.ceil(len(y_train) / batch_size)
     start_epoch = state["epoch"]
     for epoch in range(start_epoch, t["epochs"]):
         started = time.perf_counter()
@@ -140,21 +219,23 @@ def train(config, out_dir, force=False, resume=False, overrides=None):
         order = torch.randperm(len(y_train), generator=_epoch_generator(t["seed"], epoch, 0))
         total_loss = 0.0
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{t['epochs']}", unit="step",
-                   leave=False, dynamic_ncols=True, mininterval=1.0)
+                   leave=False, dynamic_ncols=True, mininterval=1.0, disable=not ctx.is_main)
         for i in bar:
-            idx = order[i * t["batch_size"]:(i + 1) * t["batch_size"]]
+            batch = order[i * batch_size:(i + 1) * batch_size]
+            idx = dist.batch_share(batch, ctx)
             x = train_bits[idx].to(device, torch.float32, non_blocking=True)
             y = y_train[idx].to(device, non_blocking=True)
-            loss = torch.nn.functional.cross_entropy(net(x), y)
+            loss, step_loss = batch_loss(model, x, y, len(batch), ctx)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total_loss += loss.item()
+            total_loss += step_loss
             if i % 20 == 0:
-                bar.set_postfix(loss=f"{loss.item():.4f}")
+                bar.set_postfix(loss=f"{step_loss * ctx.world_size:.4f}")
         bar.close()
-        val_soft, val_disc = evaluate(net, val_bits, y_val, t["eval_batch_size"], device)
-        test_soft, test_disc = evaluate(net, test_bits, y_test, t["eval_batch_size"], device)
+        total_loss = ctx.all_reduce_sum([total_loss], device)[0]
+        (val_soft, val_disc), (test_soft, test_disc) = _evaluate_split(
+            net, [(val_bits, y_val), (test_bits, y_test)], t["eval_batch_size"], device, ctx)
         state["seconds"] += time.perf_counter() - started
         state["epoch"] = epoch + 1
         state["step"] += steps_per_epoch
@@ -165,13 +246,17 @@ def train(config, out_dir, force=False, resume=False, overrides=None):
             "undecided": net.undecided_share(),
         }
         state["history"].append(row)
-        tqdm.write(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}  val {val_soft:.4f}/{val_disc:.4f}  "
-                   f"test {test_soft:.4f}/{test_disc:.4f} (soft/discrete)  undecided {row['undecided']:.3f}  "
-                   f"{state['seconds']:.0f}s")
-        save_checkpoint(out, config, net, encoder, optimizer, state, data_meta)
-        write_metrics(out, state["history"])
+        if ctx.is_main:
+            tqdm.write(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}  val {val_soft:.4f}/{val_disc:.4f}  "
+                       f"test {test_soft:.4f}/{test_disc:.4f} (soft/discrete)  undecided {row['undecided']:.3f}  "
+                       f"{state['seconds']:.0f}s")
+            save_checkpoint(out, config, net, encoder, optimizer, state, data_meta)
+            write_metrics(out, state["history"])
+        ctx.barrier()
 
-    summary = write_summary(out, config, net, state, data, device)
+    if not ctx.is_main:
+        return None
+    summary = write_summary(out, config, net, state, data, device, ctx)
     plot_curves(out / "curves.png", state["history"], config)
     return summary
 
@@ -186,7 +271,7 @@ def write_metrics(out, history):
     tmp.replace(path)
 
 
-def write_summary(out, config, net, state, data, device):
+def write_summary(out, config, net, state, data, device, ctx=None):
     last = state["history"][-1] if state["history"] else {}
     summary = {
         "dataset": data.name,
@@ -207,16 +292,20 @@ def write_summary(out, config, net, state, data, device):
         "train_samples": int(len(data.y_train)),
         "test_samples": int(len(data.y_test)),
         "device": str(device),
-        "world_size": 1,
+        "world_size": ctx.world_size if ctx else 1,
         "global_batch_size": config["train"]["batch_size"],
+        "distributed_backend": ctx.backend if ctx and ctx.distributed else None,
         "torch": torch.__version__,
     }
     atomic_write_text(Path(out) / "summary.json", json.dumps(summary, indent=1) + "\n")
     m = config["model"]
+    procs = f" x {summary['world_size']} processes ({summary['distributed_backend']})" if summary["world_size"] > 1 else ""
     text = (
         f"dlgn run: {data.name}, {m['depth']} x {m['width']} {m['parametrization'].upper()} gates "
         f"({m['gate_inputs']} inputs, {m['estimator']}, {m['init']} init), {net.in_bits} input bits\n"
-        f"epochs {state['epoch']}, steps {state['step']}, {state['seconds']:.0f} s on {device}\n"
+        f"epochs {state['epoch']}, steps {state['step']}, {state['seconds']:.0f} s on {device}"
+        f"{procs}, "
+        f"batch {summary['global_batch_size']}\n"
         f"test accuracy: soft {_pct(summary['test_acc_soft'])}, discrete {_pct(summary['test_acc_discrete'])}, "
         f"gap {_pct(summary['gap'])}\n"
         f"undecided table entries: {_pct(summary['undecided'])}\n"
