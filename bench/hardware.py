@@ -1,13 +1,15 @@
 """Hardware table: a trained run on a board for several pipeline settings (DESIGN §4).
 
     python bench/hardware.py RUN_DIR [--board ulx3s] [--pipeline 0 1 2 4] [--top bist] [--freq 100]
-                             [--work DIR]
+                             [--work DIR] [--verify] [--results FILE]
 
 For each K in ``--pipeline`` the run is compiled with ``--pipeline-every K --output-every K``
 (K = 0: combinational), its core synthesized hierarchically for the board's family to split the
 LUT4 count between the gates (``core``) and the group sum + argmax, and a full bitstream built with
 ``dlgn bitstream`` for the FF count, Fmax and latency. A design that misses timing at ``--freq`` is
-still recorded (with its Fmax). Writes ``bench/results/hw-<board>-<run>-<date>.json`` and prints a table.
+still recorded (with its Fmax). The Yosys proof that the LUT-primitive core equals the generic core
+(part of every ``dlgn bitstream``) is skipped unless ``--verify``: it does not change the figures
+and takes minutes on large nets. Writes ``bench/results/hw-<board>-<run>-<date>.json`` and prints a table.
 """
 
 import argparse
@@ -97,6 +99,8 @@ def main(argv=None):
     parser.add_argument("--top", choices=("uart", "bist"), default="bist")
     parser.add_argument("--freq", type=float, default=100.0, help="target clock in MHz (default 100)")
     parser.add_argument("--work", default=None, help="build directories (default: RUN_DIR/hw-bench)")
+    parser.add_argument("--verify", action="store_true", help="also run the LUT-primitive equivalence proof")
+    parser.add_argument("--results", default=None, help="result file (default: bench/results/hw-<board>-<run>-<date>.json)")
     args = parser.parse_args(argv)
     board = get_board(args.board)
     work = Path(args.work) if args.work else Path(args.run_dir) / "hw-bench"
@@ -115,7 +119,7 @@ def main(argv=None):
                "block_synth_seconds": round(block_seconds, 1)}
         try:
             report = build_bitstream(build, board.name, build / board.name, top=args.top, freq=args.freq,
-                                     log=lambda *a: None)
+                                     verify=args.verify, log=lambda *a: None)
             row["error"] = None
         except BoardError as e:
             report_path = build / board.name / "hw_report.json"
@@ -136,7 +140,8 @@ def main(argv=None):
               "best_pipeline_every": best["pipeline_every"] if best else None,
               "date": datetime.date.today().isoformat()}
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"hw-{board.name}-{Path(args.run_dir).resolve().name}-{result['date']}.json"
+    out = Path(args.results) if args.results else \
+        RESULTS / f"hw-{board.name}-{Path(args.run_dir).resolve().name}-{result['date']}.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"\n{'K':>2} {'gates':>6} {'core':>7} {'/gate':>6} {'sum+max':>8} {'LUT4':>7} {'FF':>7} {'Fmax':>7} "
           f"{'lat':>4} {'samples/s':>11}")

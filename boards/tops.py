@@ -153,10 +153,15 @@ class BistRunner(wiring.Component):
             with m.If(address == n - 1):
                 m.d.sync += running.eq(0)
         m.d.sync += read_valid.eq(running)
-        m.d.comb += [core.in_bits.eq(read.data[:in_bits]), core.in_valid.eq(read_valid)]
+        # A register between the block RAM and the core: the RAM's output (clock-to-out ~5.6 ns on
+        # ECP5) would otherwise start a path that crosses the chip into the first gate levels.
+        sample = Signal(in_bits + label_width, reset_less=True)
+        sample_valid = Signal()
+        m.d.sync += [sample.eq(read.data), sample_valid.eq(read_valid)]
+        m.d.comb += [core.in_bits.eq(sample[:in_bits]), core.in_valid.eq(sample_valid)]
 
         # The label travels beside the sample through the core's pipeline.
-        label = read.data[in_bits:]
+        label = sample[in_bits:]
         for stage in range(core.latency):
             delayed = Signal(label_width, name=f"label_p{stage + 1}")
             m.d.sync += delayed.eq(label)
