@@ -4,7 +4,7 @@
                              [--work DIR] [--verify] [--results FILE]
 
 For each K in ``--pipeline`` the run is compiled with ``--pipeline-every K --output-every K``
-(K = 0: combinational), its core synthesized hierarchically for the board's family to split the
+(K = 0: combinational; ``--output-every S`` sets the adder/argmax stages apart), its core synthesized hierarchically for the board's family to split the
 LUT4 count between the gates (``core``) and the group sum + argmax, and a full bitstream built with
 ``dlgn bitstream`` for the FF count, Fmax and latency. A design that misses timing at ``--freq`` is
 still recorded (with its Fmax). The Yosys proof that the LUT-primitive core equals the generic core
@@ -96,6 +96,8 @@ def main(argv=None):
     parser.add_argument("run_dir", metavar="RUN_DIR")
     parser.add_argument("--board", default="ulx3s")
     parser.add_argument("--pipeline", type=int, nargs="+", default=[0, 1, 2, 4], metavar="K")
+    parser.add_argument("--output-every", type=int, default=None, metavar="S",
+                        help="register every S adder/argmax levels (default: the same K as the gates)")
     parser.add_argument("--top", choices=("uart", "bist"), default="bist")
     parser.add_argument("--freq", type=float, default=100.0, help="target clock in MHz (default 100)")
     parser.add_argument("--work", default=None, help="build directories (default: RUN_DIR/hw-bench)")
@@ -106,14 +108,15 @@ def main(argv=None):
     work = Path(args.work) if args.work else Path(args.run_dir) / "hw-bench"
     rows = []
     for k in args.pipeline:
-        build = work / f"k{k}"
+        s_out = k if args.output_every is None else args.output_every
+        build = work / (f"k{k}" if s_out == k else f"k{k}s{s_out}")
         start = time.perf_counter()
-        compile_run(args.run_dir, build, pipeline_every=k, output_every=k, verify=False, log=lambda *a: None)
+        compile_run(args.run_dir, build, pipeline_every=k, output_every=s_out, verify=False, log=lambda *a: None)
         compile_seconds = time.perf_counter() - start
         blocks, block_seconds, gates = block_luts(build, board.family, build / "blocks")
         core_lut4 = _lut4(blocks.get("core", {}))
         output_lut4 = _lut4(blocks.get("group_sum", {})) + _lut4(blocks.get("argmax", {}))
-        row = {"pipeline_every": k, "output_every": k, "gates": gates, "core_lut4": core_lut4,
+        row = {"pipeline_every": k, "output_every": s_out, "gates": gates, "core_lut4": core_lut4,
                "group_sum_argmax_lut4": output_lut4, "lut4_per_gate": round(core_lut4 / gates, 3) if gates else None,
                "blocks": blocks, "compile_seconds": round(compile_seconds, 1),
                "block_synth_seconds": round(block_seconds, 1)}
