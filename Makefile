@@ -22,7 +22,7 @@ export YOWASP_CACHE_DIR ?= $(HOME)/.cache/YoWASP
 STAMP := $(VENV)/.dlgn-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-packages train train-ddp compile sim sim-post-synth bitstream program test test-fast bench clean distclean
+.PHONY: help install system-packages train train-ddp compile sim sim-post-synth bitstream program test test-fast bench bench-hw clean distclean
 
 help: ## list the targets
 	@echo "dlgn - learn logic-gate networks and put them on FPGAs"
@@ -91,10 +91,14 @@ test: install ## run the whole test suite (what CI runs)
 test-fast: install ## the tests without the slow end-to-end ones
 	$(BIN)/python -m pytest -ra -m "not slow"
 
-bench: install ## benchmarks: IWP vs OP, Gumbel on/off, golden model vs PyTorch, DDP scaling (bench/results/)
+bench: install ## benchmarks: IWP vs OP, Gumbel on/off, golden model vs PyTorch, DDP scaling, then bench-hw (bench/results/)
 	$(BIN)/python bench/train_bench.py
 	$(BIN)/python bench/golden.py
 	$(BIN)/python bench/ddp.py
+	$(MAKE) bench-hw
+
+bench-hw: compile ## hardware table of RUN on BOARD for K = 0 1 2 4 (bench/hardware.py; about an hour on 2 cores)
+	$(BIN)/python bench/hardware.py $(RUN) --board $(BOARD) --work $(BUILD)/hw-bench --timeout 1800 $(HW_ARGS)
 
 clean: ## remove build outputs and caches (keeps runs/ and .venv)
 	rm -rf build .pytest_cache

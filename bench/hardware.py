@@ -1,7 +1,7 @@
 """Hardware table: a trained run on a board for several pipeline settings (DESIGN §4).
 
     python bench/hardware.py RUN_DIR [--board ulx3s] [--pipeline 0 1 2 4] [--top bist] [--freq 100]
-                             [--work DIR] [--verify] [--results FILE]
+                             [--work DIR] [--verify] [--results FILE] [--timeout SECONDS]
 
 For each K in ``--pipeline`` the run is compiled with ``--pipeline-every K --output-every K``
 (K = 0: combinational; ``--output-every S`` sets the adder/argmax stages apart), its core synthesized hierarchically for the board's family to split the
@@ -81,14 +81,59 @@ def layered_netlist(features=784, thresholds=3, widths=(1200, 1200, 1200), class
     return Netlist(in_bits, gates, groups, encoding=encoding, source={"synthetic": "layered", "window": window})
 
 
+def _board_build(build, board, args):
+    """``dlgn bitstream`` for one build in a child process (its own process group, so a place and
+    route that runs past ``--timeout`` is stopped with its nextpnr). Returns ``(report, error)``;
+    for a stopped build the report holds what nextpnr's log says (utilization, placed Fmax estimate)."""
+    import os
+    import re
+    import signal
+    import subprocess
+
+    from dlgn.boards.toolchain import nextpnr_utilization_from_log
+
+    out = build / board.name
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "hw_report.json").unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "dlgn", "bitstream", str(build), "--board", board.name, "-o", str(out),
+           "--top", args.top, "--freq", f"{args.freq:g}"] + ([] if args.verify else ["--no-verify"])
+    log_path = out / "bench-build.log"
+    start = time.perf_counter()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            proc.wait(timeout=args.timeout or None)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    seconds = round(time.perf_counter() - start, 1)
+    report_path = out / "hw_report.json"
+    if report_path.is_file():
+        report = json.loads(report_path.read_text())
+        error = None if proc.returncode == 0 else log_path.read_text().strip().splitlines()[-1]
+        return report, error
+    tim = (out / "top.tim").read_text(errors="replace") if (out / "top.tim").is_file() else ""
+    utilization = nextpnr_utilization_from_log(tim)
+    placed = re.findall(r"Max frequency for clock '[^']*': ([0-9.]+) MHz", tim)
+    overuse = re.findall(r"iter=(\d+) wires=\d+ overused=(\d+)", tim)
+    report = {"lut4": utilization.get("TRELLIS_COMB", utilization.get("ICESTORM_LC", (None, None)))[0],
+              "ff": utilization.get("TRELLIS_FF", (None, None))[0], "bram": utilization.get("DP16KD", (None, None))[0],
+              "lut4_capacity": board.lut4, "target_mhz": args.freq, "timing_met": False,
+              "placed_fmax_estimate_mhz": float(placed[0]) if placed else None, "timings": {"build_seconds": seconds}}
+    if proc.returncode == -signal.SIGKILL:
+        last = f"; router2 iteration {overuse[-1][0]} still had {overuse[-1][1]} overused wires" if overuse else ""
+        error = f"did not finish within --timeout {args.timeout:g} s{last} (log: {out / 'top.tim'})"
+    else:
+        error = log_path.read_text().strip().splitlines()[-1] if log_path.stat().st_size else "the build failed"
+    return report, error
+
+
 def _lut4(cells):
     # A CCU2C (ECP5) is two LUT4s with carry logic; SB_CARRY (iCE40) shares the LUT it sits beside.
     return cells.get("LUT4", 0) + cells.get("SB_LUT4", 0) + 2 * cells.get("CCU2C", 0)
 
 
 def main(argv=None):
-    from dlgn.boards.bitstream import build_bitstream
-    from dlgn.boards.errors import BoardError
     from dlgn.boards.targets import get_board
     from dlgn.compile.build import compile_run
 
@@ -101,6 +146,9 @@ def main(argv=None):
     parser.add_argument("--top", choices=("uart", "bist"), default="bist")
     parser.add_argument("--freq", type=float, default=100.0, help="target clock in MHz (default 100)")
     parser.add_argument("--work", default=None, help="build directories (default: RUN_DIR/hw-bench)")
+    parser.add_argument("--timeout", type=float, default=3600,
+                        help="seconds one board build may take before it is stopped and recorded as unfinished "
+                             "(default 3600; 0: no limit)")
     parser.add_argument("--verify", action="store_true", help="also run the LUT-primitive equivalence proof")
     parser.add_argument("--results", default=None, help="result file (default: bench/results/hw-<board>-<run>-<date>.json)")
     args = parser.parse_args(argv)
@@ -120,17 +168,12 @@ def main(argv=None):
                "group_sum_argmax_lut4": output_lut4, "lut4_per_gate": round(core_lut4 / gates, 3) if gates else None,
                "blocks": blocks, "compile_seconds": round(compile_seconds, 1),
                "block_synth_seconds": round(block_seconds, 1)}
-        try:
-            report = build_bitstream(build, board.name, build / board.name, top=args.top, freq=args.freq,
-                                     verify=args.verify, log=lambda *a: None)
-            row["error"] = None
-        except BoardError as e:
-            report_path = build / board.name / "hw_report.json"
-            report = json.loads(report_path.read_text()) if report_path.is_file() else {}
-            row["error"] = str(e)
+        report, row["error"] = _board_build(build, board, args)
         for key in ("lut4", "ff", "bram", "lut4_capacity", "fmax_mhz", "target_mhz", "timing_met", "latency_cycles",
                     "samples_per_second", "timings"):
             row[key] = report.get(key)
+        if report.get("placed_fmax_estimate_mhz") is not None:
+            row["placed_fmax_estimate_mhz"] = report["placed_fmax_estimate_mhz"]
         row["max_samples_per_second"] = round(report["fmax_mhz"] * 1e6) if report.get("fmax_mhz") else None
         rows.append(row)
         print(f"K={k}: {row['core_lut4']} core LUT4 ({row['lut4_per_gate']}/gate), {output_lut4} group sum+argmax, "
