@@ -120,6 +120,9 @@ class BistRunner(wiring.Component):
     done: Out(1)
     correct: Out(16)
 
+    #: Row bits per memory bank (8 ECP5 block RAMs at 36 bits wide), each with its own address counter.
+    BANK_BITS = 288
+
     def __init__(self, core, rows, divisor, repeat=1 << 22):
         rows = [(int(bits), int(label)) for bits, label in rows]
         if not 1 <= len(rows) < (1 << 16):
@@ -140,24 +143,37 @@ class BistRunner(wiring.Component):
         in_bits = len(core.in_bits)
         label_width = core.class_width
         n = len(self._rows)
-        m.submodules.samples = mem = Memory(shape=in_bits + label_width, depth=n,
-                                            init=[bits | (label << in_bits) for bits, label in self._rows])
-        read = mem.read_port()
-
-        address = Signal(range(n + 1))
+        # The rows are split into slices of BANK_BITS columns, each its own memory with its own
+        # copy of the address counter: one counter driving every block RAM of a wide row (63 on the
+        # default model) was the critical path (10 ns of routing across the chip). The copies
+        # count from their own outputs, so Yosys cannot merge them.
+        width = in_bits + label_width
+        words = [bits | (label << in_bits) for bits, label in self._rows]
         running = Signal(init=1)
         read_valid = Signal()
-        m.d.comb += read.addr.eq(address)
-        with m.If(running):
-            m.d.sync += address.eq(address + 1)
-            with m.If(address == n - 1):
-                m.d.sync += running.eq(0)
+        slices = []
+        for b, lo in enumerate(range(0, width, self.BANK_BITS)):
+            hi = min(width, lo + self.BANK_BITS)
+            mask = (1 << (hi - lo)) - 1
+            mem = Memory(shape=hi - lo, depth=n, init=[(w >> lo) & mask for w in words])
+            m.submodules[f"samples{b}"] = mem
+            read = mem.read_port()
+            bank_address = Signal(range(n + 1), name=f"address{b}")
+            m.d.comb += read.addr.eq(bank_address)
+            with m.If(running):
+                m.d.sync += bank_address.eq(bank_address + 1)
+            slices.append(read.data)
+            if b == 0:
+                address = bank_address
+        with m.If(running & (address == n - 1)):
+            m.d.sync += running.eq(0)
         m.d.sync += read_valid.eq(running)
+        data = Cat(*slices)
         # A register between the block RAM and the core: the RAM's output (clock-to-out ~5.6 ns on
         # ECP5) would otherwise start a path that crosses the chip into the first gate levels.
         sample = Signal(in_bits + label_width, reset_less=True)
         sample_valid = Signal()
-        m.d.sync += [sample.eq(read.data), sample_valid.eq(read_valid)]
+        m.d.sync += [sample.eq(data), sample_valid.eq(read_valid)]
         m.d.comb += [core.in_bits.eq(sample[:in_bits]), core.in_valid.eq(sample_valid)]
 
         # The label travels beside the sample through the core's pipeline.
