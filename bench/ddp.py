@@ -25,6 +25,7 @@ import argparse
 import datetime
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -155,7 +156,7 @@ def main(argv=None):
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_save:
-        kind = "cpu-" + __import__("platform").machine() if args.device == "cpu" else device_name.replace(" ", "-")
+        kind = "cpu-" + platform.machine() if args.device == "cpu" else device_name.replace(" ", "-")
         stem = HERE / "results" / f"ddp-{kind}-{result['date']}"
         stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
         stem.with_suffix(".txt").write_text(text)
