@@ -189,10 +189,10 @@ def main(argv=None):
     out = Path(args.results) if args.results else \
         RESULTS / f"hw-{board.name}-{Path(args.run_dir).resolve().name}-{result['date']}.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"\n{'K':>2} {'gates':>6} {'core':>7} {'/gate':>6} {'sum+max':>8} {'LUT4':>7} {'FF':>7} {'Fmax':>7} "
+    print(f"\n{'K':>2} {'S':>2} {'gates':>6} {'core':>7} {'/gate':>6} {'sum+max':>8} {'LUT4':>7} {'FF':>7} {'Fmax':>7} "
           f"{'lat':>4} {'samples/s':>11}")
     for r in rows:
-        print(f"{r['pipeline_every']:>2} {r['gates']:>6} {r['core_lut4']:>7} {r['lut4_per_gate']:>6} "
+        print(f"{r['pipeline_every']:>2} {r['output_every']:>2} {r['gates']:>6} {r['core_lut4']:>7} {r['lut4_per_gate']:>6} "
               f"{r['group_sum_argmax_lut4']:>8} {r['lut4'] or '-':>7} {r['ff'] or '-':>7} {r['fmax_mhz'] or '-':>7} "
               f"{r['latency_cycles'] if r['latency_cycles'] is not None else '-':>4} {r['max_samples_per_second'] or '-':>11}")
     print(f"wrote {out}")

@@ -72,8 +72,8 @@ def check_lut_equivalence(core_factory, family, workdir):
     """Prove with Yosys that the core built with the family's LUT primitives equals the core built
     with logic expressions (which the simulation ladder checks against the golden model).
 
-    ``core_factory(lut_cell)`` returns a fresh :class:`~dlgn.hdl.top.DlgnCore` (whose gate
-    network, ``.core``, is what the proof compares) or a bare component. The primitives
+    ``core_factory(lut_cell)`` returns a fresh :class:`~dlgn.hdl.top.DlgnCore`; the proof compares
+    its gate network (``.core``). The primitives
     are replaced by the vendor's own simulation model of the cell (Yosys's ``cells_sim``), so a
     wrong INIT bit order or port order fails. Every gate signal (``g<id>``) and register is
     matched by name (``equiv_make``) and proved (``equiv_simple``, ``equiv_induct``); raises
@@ -91,17 +91,11 @@ def check_lut_equivalence(core_factory, family, workdir):
         # LogicCore only; encoder, group sum and argmax are built the same either way), so the
         # proof covers that network: a third of the signals of the whole core on the default
         # model, and minutes less.
-        logic = getattr(core, "core", None)
-        if logic is not None:
-            for part in (core, getattr(core, "encoder", None), getattr(core, "group_sum", None),
-                         getattr(core, "argmax", None)):
-                if part is not None:  # built but deliberately not elaborated: no UnusedElaboratable warning
-                    part._MustUse__used = True
-            ports = [("__".join(map(str, path)), value, None) for path, _m, value in logic.signature.flatten(logic)]
-            text = rtlil.convert(logic, name=name, ports=ports, emit_src=False)
-        else:
-            text = rtlil.convert(core, name=name, ports=verilog_ports(core), emit_src=False)
-        (work / f"{name}.il").write_text(text)
+        logic = core.core
+        for part in (core, core.encoder, core.group_sum, core.argmax):
+            if part is not None:  # built but deliberately not elaborated: no UnusedElaboratable warning
+                part._MustUse__used = True
+        (work / f"{name}.il").write_text(rtlil.convert(logic, name=name, ports=verilog_ports(logic), emit_src=False))
     if family == "ice40":
         _ice40_lut_model(work)
     run_yosys(EQUIV_SCRIPT.format(models=_CELL_MODELS[family]), cwd=work, log_name="equiv.log")

@@ -166,8 +166,9 @@ class DlgnCore(wiring.Component):
 def verilog_ports(top):
     """Top-level ports for :func:`amaranth.back.rtlil.convert`: the signature's ports (named as
     Amaranth names them), plus unused ``clk``/``rst`` inputs when the design is combinational,
-    so that every ``dlgn_core`` has the same interface. Directions are inferred from use."""
+    so that every ``dlgn_core`` has the same interface (components without ``uses_clock`` get
+    their signature's ports only). Directions are inferred from use."""
     ports = [("__".join(map(str, path)), value, None) for path, _member, value in top.signature.flatten(top)]
-    if not top.uses_clock:
+    if not getattr(top, "uses_clock", True):
         ports += [("clk", Signal(name="clk"), None), ("rst", Signal(name="rst"), None)]
     return ports

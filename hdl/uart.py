@@ -7,13 +7,21 @@ from amaranth.lib.wiring import In, Out
 __all__ = ["UartRx", "UartTx"]
 
 
-def _check_divisor(divisor):
-    if not isinstance(divisor, int) or isinstance(divisor, bool) or divisor < 4:
-        raise ValueError(f"divisor (clock cycles per bit) must be an integer of at least 4, not {divisor!r}")
-    return divisor
+class _Uart(wiring.Component):
+    """What the receiver and the transmitter share: ``divisor`` clock cycles per bit."""
+
+    def __init__(self, divisor):
+        if not isinstance(divisor, int) or isinstance(divisor, bool) or divisor < 4:
+            raise ValueError(f"divisor (clock cycles per bit) must be an integer of at least 4, not {divisor!r}")
+        self._divisor = divisor
+        super().__init__()
+
+    @property
+    def divisor(self):
+        return self._divisor
 
 
-class UartRx(wiring.Component):
+class UartRx(_Uart):
     """Receives 8N1 bytes on ``rx`` (idle high); ``divisor`` clock cycles per bit.
 
     The line is synchronized through two flip-flops and sampled in the middle of each bit. A
@@ -32,14 +40,6 @@ class UartRx(wiring.Component):
     rx: In(1, init=1)
     data: Out(8)
     valid: Out(1)
-
-    def __init__(self, divisor):
-        self._divisor = _check_divisor(divisor)
-        super().__init__()
-
-    @property
-    def divisor(self):
-        return self._divisor
 
     def elaborate(self, platform):
         m = Module()
@@ -82,7 +82,7 @@ class UartRx(wiring.Component):
         return m
 
 
-class UartTx(wiring.Component):
+class UartTx(_Uart):
     """Sends 8N1 bytes on ``tx``; ``divisor`` clock cycles per bit.
 
     Ports
@@ -101,14 +101,6 @@ class UartTx(wiring.Component):
     valid: In(1)
     ready: Out(1)
     tx: Out(1, init=1)
-
-    def __init__(self, divisor):
-        self._divisor = _check_divisor(divisor)
-        super().__init__()
-
-    @property
-    def divisor(self):
-        return self._divisor
 
     def elaborate(self, platform):
         m = Module()

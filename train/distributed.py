@@ -76,14 +76,6 @@ class Context:
                 f"ranks disagree on {what}: rank(s) {differ} differ from rank 0. Launch every rank with the same "
                 f"config, --set options and dlgn version (the wiring comes from model.seed/train.seed)")
 
-    def any_failed(self, failed, device):
-        """True on every rank when ``failed`` is true on any rank (to stop together)."""
-        if not self.distributed:
-            return failed
-        t = torch.tensor([1 if failed else 0], dtype=torch.int64, device=device)
-        torch.distributed.all_reduce(t)
-        return bool(t.item())
-
     def close(self):
         if self.owns_group and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

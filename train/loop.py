@@ -271,7 +271,7 @@ def write_metrics(out, history):
     tmp.replace(path)
 
 
-def write_summary(out, config, net, state, data, device, ctx=None):
+def write_summary(out, config, net, state, data, device, ctx):
     last = state["history"][-1] if state["history"] else {}
     summary = {
         "dataset": data.name,
@@ -292,9 +292,9 @@ def write_summary(out, config, net, state, data, device, ctx=None):
         "train_samples": int(len(data.y_train)),
         "test_samples": int(len(data.y_test)),
         "device": str(device),
-        "world_size": ctx.world_size if ctx else 1,
+        "world_size": ctx.world_size,
         "global_batch_size": config["train"]["batch_size"],
-        "distributed_backend": ctx.backend if ctx and ctx.distributed else None,
+        "distributed_backend": ctx.backend if ctx.distributed else None,
         "torch": torch.__version__,
     }
     atomic_write_text(Path(out) / "summary.json", json.dumps(summary, indent=1) + "\n")
