@@ -1,7 +1,8 @@
 """PyTorch reference math for logic gates (DESIGN §2.2–2.6).
 
-This module is the CPU path, the test oracle of the Triton kernels and the baseline of every
-benchmark. Activations are batch-major, ``[batch, features]``.
+This module is the portable path (``train.kernels = "reference"``), the test oracle of the
+Triton and C++ kernels (:mod:`dlgn.train.kernels`) and the baseline of every benchmark.
+Activations of the gate layers are feature-major, ``[features, batch]``.
 
 Truth-table convention (everywhere in dlgn): table bit ``a = sum_j x_j * 2**j`` is the gate
 output for input pattern ``a``; input 0 is the least significant address bit.
@@ -131,9 +132,14 @@ class GateFunction(torch.autograd.Function):
         return grad_x, None, grad_tables
 
 
-def gate_forward(x, wiring, tables):
+def gate_forward(x, wiring, tables, table_index=None):
     """One layer of gates: gather each gate's inputs from ``x`` ``[in, batch]`` by ``wiring``
-    ``[gates, n]`` and evaluate ``tables`` ``[gates, 2**n]``. Returns ``[gates, batch]``."""
+    ``[gates, n]`` and evaluate ``tables`` ``[gates, 2**n]``. Returns ``[gates, batch]``.
+
+    ``table_index`` ``[gates]``: gate ``g`` evaluates ``tables[table_index[g]]`` instead (gates
+    sharing a table, as in convolutional layers); the table gradient then sums over them."""
+    if table_index is not None:
+        tables = tables.index_select(0, table_index)
     return GateFunction.apply(x, wiring, tables)
 
 

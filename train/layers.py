@@ -1,8 +1,8 @@
 """Logic layers, the group-sum head and the whole network (DESIGN §2).
 
 ``LogicLayer`` holds the parameters of one layer of gates and its fixed wiring; the math lives
-in :mod:`dlgn.train.functional` (the reference) and, on CUDA, in the Triton kernels that plug in
-under :meth:`LogicLayer.forward`.
+in :mod:`dlgn.train.functional` (the reference) and in the fused kernels that plug in under
+:meth:`LogicLayer.forward`: Triton on CUDA, C++ on the CPU (:mod:`dlgn.train.kernels.cpu`).
 """
 
 import torch
@@ -16,8 +16,9 @@ __all__ = ["PARAMETRIZATIONS", "INITS", "KERNELS", "LogicLayer", "LogicNet"]
 
 PARAMETRIZATIONS = ("iwp", "op")
 INITS = ("residual", "gaussian")
-#: ``auto``: Triton on CUDA tensors, the PyTorch reference elsewhere.
-KERNELS = ("auto", "triton", "reference")
+#: ``auto``: Triton on CUDA tensors, the C++ kernels on float32/float64 CPU tensors (the PyTorch
+#: reference if they cannot be built), the reference elsewhere.
+KERNELS = ("auto", "triton", "cpu", "reference")
 
 # Residual init: (mu, sigma) of the raw parameter per estimator (DESIGN §2.5).
 _RESIDUAL_INIT = {"sin01": (1.2, 0.25), "sigmoid": (3.0, 0.5)}
@@ -112,21 +113,31 @@ class LogicLayer(nn.Module):
             tables = self.truth_tables().to(x.dtype)
         else:
             raise ValueError(f"mode must be 'train', 'soft' or 'discrete', not {mode!r}")
-        if x.shape[1] and self._use_triton(x):  # an empty batch takes the reference path
+        kernels = self._kernels_for(x) if x.shape[1] else "reference"  # an empty batch takes the reference
+        if kernels == "triton":
             return K.gate_forward(x, self.wiring, tables, self._reverse_index.get(self.wiring, self.in_features))
+        if kernels == "cpu":
+            return K.cpu_gate_forward(x, self.wiring, tables)
         return F.gate_forward(x, self.wiring, tables)
 
-    def _use_triton(self, x):
+    def _kernels_for(self, x):
+        """Which implementation runs ``x``: ``"triton"``, ``"cpu"`` or ``"reference"``."""
         if self.kernels == "reference":
-            return False
+            return "reference"
         if self.kernels == "auto":
-            return x.is_cuda and K.triton_available()
+            if x.is_cuda:
+                return "triton" if K.triton_available() else "reference"
+            return "cpu" if K.cpu_can_run(x, warn=True) else "reference"
+        if self.kernels == "cpu":
+            if not K.cpu_can_run(x):
+                raise RuntimeError(K.cpu_cannot_run_reason(x) + "; use train.kernels = 'auto' or 'reference'")
+            return "cpu"
         if not K.can_run(x):
             raise RuntimeError(
                 f"train.kernels = 'triton' needs a CUDA tensor and Triton installed (got a {x.device.type} tensor, "
                 f"Triton {'installed' if K.triton_available() else 'missing'}); use train.kernels = 'auto' or 'reference'"
             )
-        return True
+        return "triton"
 
     def extra_repr(self):
         return (f"{self.in_features} -> {self.gates}, gate_inputs={self.gate_inputs}, "

@@ -1,4 +1,5 @@
-"""Triton kernels for logic layers (CUDA; on CPU only through Triton's interpreter).
+"""Fused kernels for logic layers: Triton (CUDA; on CPU only through Triton's interpreter) and
+C++ for the CPU (:mod:`dlgn.train.kernels.cpu`, :func:`cpu_gate_forward`).
 
 One fused op covers every layer the trainer builds: :func:`gate_forward` gathers each gate's
 ``n`` inputs (1 to 6) by the fixed wiring and evaluates its relaxed (or hard) truth table, with
@@ -10,15 +11,22 @@ differ in how the ``[gates, 2**n]`` tables are made, which stays in PyTorch (see
 
 Importing this package does not import Triton: :func:`gate_forward` loads
 :mod:`dlgn.train.kernels.gate` (and Triton) on its first call, so the trainer runs where Triton
-or a GPU is missing. :func:`build_reverse_index` is plain PyTorch.
+or a GPU is missing. :func:`build_reverse_index` is plain PyTorch. The CPU kernels are compiled
+on their first use (:func:`cpu_can_run` or :func:`cpu_gate_forward`), once per machine.
 """
 
 import importlib.util
 import os
+import warnings
 
+from . import cpu
 from .reverse_index import ReverseIndex, ReverseIndexCache, build_reverse_index
 
-__all__ = ["gate_forward", "build_reverse_index", "ReverseIndex", "ReverseIndexCache", "triton_available", "can_run"]
+__all__ = ["gate_forward", "build_reverse_index", "ReverseIndex", "ReverseIndexCache", "triton_available", "can_run",
+           "cpu_gate_forward", "cpu_can_run", "cpu_cannot_run_reason"]
+
+cpu_gate_forward = cpu.gate_forward
+_warned_cpu_build = False
 
 
 def triton_available():
@@ -59,3 +67,28 @@ def gate_forward(x, wiring, tables, reverse_index=None, deterministic=True):
     from .gate import gate_forward as triton_gate_forward
 
     return triton_gate_forward(x, wiring, tables, reverse_index, deterministic)
+
+
+def cpu_cannot_run_reason(x):
+    """Why :func:`cpu_gate_forward` cannot run on ``x`` (``None`` when it can)."""
+    if x.device.type != "cpu":
+        return f"train.kernels = 'cpu' needs CPU tensors, not {x.device.type}"
+    if x.dtype not in cpu.ACTIVATION_DTYPES:
+        return f"train.kernels = 'cpu' needs float32 or float64 activations, not {x.dtype}"
+    error = cpu.build_error()
+    return f"train.kernels = 'cpu': {error}" if error else None
+
+
+def cpu_can_run(x, warn=False):
+    """Whether :func:`cpu_gate_forward` runs on ``x`` (a float32/float64 CPU tensor, the kernels
+    built; the first call builds them). With ``warn``, a failed build warns once."""
+    global _warned_cpu_build
+    if x.device.type != "cpu" or x.dtype not in cpu.ACTIVATION_DTYPES:
+        return False
+    if cpu.available():
+        return True
+    if warn and not _warned_cpu_build:
+        _warned_cpu_build = True
+        warnings.warn(f"{cpu.build_error()}\nfalling back to the slower PyTorch reference (train.kernels = "
+                      "'reference' silences this)", RuntimeWarning, stacklevel=3)
+    return False
