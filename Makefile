@@ -53,9 +53,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 
-train: install ## train configs/default.toml into runs/default (FORCE=1 to retrain)
+train: install ## train configs/default.toml into runs/default; run again after an interrupt to continue (FORCE=1 to retrain)
 	@if [ -f "$(RUN)/summary.json" ] && [ -z "$(FORCE)" ]; then \
 		echo "$(RUN) is already trained:"; cat "$(RUN)/summary.txt"; echo "(make train FORCE=1 to retrain)"; \
+	elif [ -f "$(RUN)/state.json" ] && [ -z "$(FORCE)" ]; then \
+		echo "continuing the unfinished run in $(RUN) (make train FORCE=1 to start again)"; \
+		$(BIN)/dlgn train --resume $(RUN) && cat "$(RUN)/summary.txt"; \
 	else \
 		$(BIN)/dlgn train $(CONFIG) --out $(RUN) $(if $(FORCE),--force) && cat "$(RUN)/summary.txt"; \
 	fi
@@ -65,7 +68,8 @@ train-ddp: install ## train CONFIG data-parallel with torchrun on NPROC processe
 	@cat "$(DDP_RUN)/summary.txt"
 
 compile: train ## compile RUN into BUILD: netlist.json, dlgn_core.v/.il, compile_report.json
-	@if [ -f "$(BUILD)/compile_report.json" ] && [ "$(BUILD)/compile_report.json" -nt "$(RUN)/model.safetensors" ]; then \
+	@if [ -f "$(BUILD)/compile_report.json" ] && [ "$(BUILD)/compile_report.json" -nt "$(RUN)/model.safetensors" ] \
+		&& grep -q '"build_id"' "$(BUILD)/compile_report.json"; then \
 		echo "$(BUILD) is up to date with $(RUN)"; \
 	else \
 		$(BIN)/dlgn compile $(RUN) -o $(BUILD); \

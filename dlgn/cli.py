@@ -1,10 +1,18 @@
 """The ``dlgn`` command line."""
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
-__all__ = ["main"]
+from dlgn import __version__
+from dlgn.safety import Interrupted
+
+__all__ = ["main", "UsageError"]
+
+
+class UsageError(Exception):
+    """Arguments that do not go together; exit code 2 like argparse's own errors."""
 
 
 def _cmd_train(args):
@@ -12,11 +20,11 @@ def _cmd_train(args):
     from dlgn.train.loop import train
 
     if args.resume and args.config:
-        raise SystemExit("error: --resume continues a run with its own config; do not pass CONFIG as well")
+        raise UsageError("--resume continues a run with its own config; do not pass CONFIG as well")
     if args.resume and args.out and Path(args.out) != Path(args.resume):
-        raise SystemExit("error: --resume RUN_DIR writes into RUN_DIR; drop --out")
+        raise UsageError("--resume RUN_DIR writes into RUN_DIR; drop --out")
     if not args.resume and not args.out:
-        raise SystemExit("error: pass --out RUN_DIR (where the run is written), or --resume RUN_DIR")
+        raise UsageError("pass --out RUN_DIR (where the run is written), or --resume RUN_DIR")
     config = apply_overrides(load_config(args.config), args.set)
     overrides = {parse_override(item)[0] for item in args.set or ()}
     summary = train(config, args.resume or args.out, force=args.force, resume=bool(args.resume), overrides=overrides)
@@ -59,6 +67,7 @@ def _cmd_infer(args):
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="dlgn", description="Learn logic-gate networks and put them on FPGAs.")
+    parser.add_argument("--version", action="version", version=f"dlgn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a logic-gate network into a run directory")
@@ -143,19 +152,51 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    from dlgn.errors import USER_ERRORS
+#: What Ctrl-C leaves behind, per command (training says it itself: it knows its epochs).
+INTERRUPTED = {
+    "train": "interrupted",
+    "compile": "interrupted; the build directory was not changed (a build is swapped in only when complete)",
+    "sim": "interrupted; no simulation report was written",
+    "bitstream": "interrupted; the board directory was not changed (it is swapped in only when the build is "
+                 "complete)",
+    "infer": "interrupted; nothing was written",
+}
 
+
+def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
+        from dlgn.errors import USER_ERRORS
+
         args.func(args)
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
+    except UsageError as e:
+        print(f"dlgn {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; the last finished epoch is checkpointed (use --resume)", file=sys.stderr)
+    except Interrupted as e:
+        print(e.message, file=sys.stderr)
         return 130
+    except KeyboardInterrupt:
+        print(INTERRUPTED[args.command], file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - user errors and environment errors end in one line
+        if isinstance(e, USER_ERRORS):
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        if isinstance(e, OSError):
+            print(f"error: {_os_error(e)}", file=sys.stderr)
+            return 2
+        raise
     return 0
+
+
+def _os_error(e):
+    where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+    if e.errno == errno.ENOSPC:
+        return (f"the disk is full{where}: free some space and run the command again (nothing half-written was "
+                f"left behind)")
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"permission denied{where}: choose a writable location"
+    return f"{e.strerror or e}{where}"
 
 
 if __name__ == "__main__":

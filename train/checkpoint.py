@@ -6,29 +6,39 @@ Files in a run directory:
   metadata ``format``, ``version``, ``epoch``, ``config`` (JSON), ``classes``, ``feature_max``,
   ``quantization`` (JSON).
 - ``optimizer.safetensors``: Adam moments per parameter, metadata ``epoch``.
-- ``state.json``: epochs done, steps, elapsed seconds and the metrics history.
+- ``test_scores.safetensors``: ``scores``, the discrete network's per-class integer scores on
+  every test sample (``[N, classes]``), metadata ``epoch``: what ``dlgn compile`` and ``dlgn sim``
+  hold the netlist and the hardware to, sample by sample.
+- ``state.json``: epochs done, steps, elapsed seconds, the metrics history and ``files``, the
+  SHA-256 of each checkpoint file of that epoch.
 - ``config.toml``: the full resolved configuration.
+- ``.dlgn-run``: the marker that says the directory is a dlgn run (``--force`` replaces nothing else).
 
-Every file is written to a temporary name and renamed, so an interrupted write never leaves a
-half-written file behind; ``state.json`` is written last and names the epoch the other files
-must carry.
+Every tensor file carries the SHA-256 of each of its tensors in its metadata (``hashes``), checked
+on loading; weights must be finite. Every file is written to a temporary name and renamed, so an
+interrupted write never leaves a half-written file behind; ``state.json`` is written last, and a
+set of files whose hashes or epochs disagree with it is refused on resume.
 """
 
 import copy
+import hashlib
 import json
-import os
+import math
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from dlgn.safety import atomic_file, atomic_write_text, sha256_file
+
 from .config import ConfigError, dump_toml, merge, validate, DEFAULTS
 from .encoding import Thermometer
 from .layers import LogicNet
 
 __all__ = ["CheckpointError", "FORMAT", "VERSION", "save_checkpoint", "load_model", "load_training_state",
-           "build_model", "atomic_write_text"]
+           "load_test_scores", "build_model", "atomic_write_text", "is_run_dir", "write_run_marker", "RUN_MARKER",
+           "SCORES_FILE"]
 
 FORMAT = "dlgn-checkpoint"
 VERSION = "1"
@@ -36,24 +46,53 @@ MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "state.json"
 CONFIG_FILE = "config.toml"
+SCORES_FILE = "test_scores.safetensors"
+RUN_MARKER = ".dlgn-run"
+_MARKER_TEXT = '{"format": "dlgn-run", "version": 1}\n'
 
 
 class CheckpointError(Exception):
     """A run directory whose checkpoint is missing, damaged or not a dlgn checkpoint."""
 
 
-def atomic_write_text(path, text):
+def write_run_marker(run_dir):
+    atomic_write_text(Path(run_dir) / RUN_MARKER, _MARKER_TEXT)
+
+
+def is_run_dir(path):
+    """True when ``path`` is a directory that ``dlgn train`` made: it holds the run marker (or,
+    for runs made before the marker existed, a dlgn ``model.safetensors``)."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    if not path.is_dir():
+        return False
+    if (path / RUN_MARKER).is_file():
+        try:
+            return json.loads((path / RUN_MARKER).read_text()).get("format") == "dlgn-run"
+        except (OSError, ValueError, AttributeError):
+            return False
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path / MODEL_FILE), "pt") as f:
+            return (f.metadata() or {}).get("format") == FORMAT
+    except (SafetensorError, OSError, ValueError, RuntimeError):
+        return False
+
+
+def tensor_hash(tensor):
+    """SHA-256 of a tensor's dtype, shape and bytes."""
+    t = tensor.detach().contiguous().cpu()
+    h = hashlib.sha256(f"{t.dtype}{tuple(t.shape)}".encode())
+    if t.numel():
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _atomic_save(tensors, path, metadata):
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    metadata = dict(metadata, hashes=json.dumps({k: tensor_hash(v) for k, v in tensors.items()}, sort_keys=True))
+    with atomic_file(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
 
 
 def build_model(config, in_bits, classes):
@@ -66,8 +105,9 @@ def build_model(config, in_bits, classes):
     )
 
 
-def save_checkpoint(run_dir, config, net, encoder, optimizer, state, data_meta):
-    """Write model, optimizer, config and (last) ``state`` for ``state["epoch"]``."""
+def save_checkpoint(run_dir, config, net, encoder, optimizer, state, data_meta, test_scores=None):
+    """Write model, optimizer, the test scores, config and (last) ``state`` for ``state["epoch"]``;
+    ``state["files"]`` is set to the hashes of the files written."""
     run_dir = Path(run_dir)
     epoch = str(state["epoch"])
     tensors = {k: v for k, v in net.state_dict().items()}
@@ -85,7 +125,12 @@ def save_checkpoint(run_dir, config, net, encoder, optimizer, state, data_meta):
             opt_tensors[f"state.{index}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
     _atomic_save(opt_tensors, run_dir / OPTIMIZER_FILE,
                  {"epoch": epoch, "param_groups": json.dumps(opt_state["param_groups"])})
+    files = [MODEL_FILE, OPTIMIZER_FILE]
+    if test_scores is not None:
+        _atomic_save({"scores": test_scores.to(torch.int32)}, run_dir / SCORES_FILE, {"epoch": epoch, "format": FORMAT})
+        files.append(SCORES_FILE)
     atomic_write_text(run_dir / CONFIG_FILE, dump_toml(config))
+    state["files"] = {name: sha256_file(run_dir / name) for name in files}
     atomic_write_text(run_dir / STATE_FILE, json.dumps(state, indent=1))
 
 
@@ -98,9 +143,30 @@ def _read_safetensors(path):
 
         with safe_open(str(path), "pt") as f:
             metadata = f.metadata() or {}
-        return load_file(str(path)), metadata
+        tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path} is damaged or not a safetensors file ({e}); retrain or restore it") from None
+    if "hashes" in metadata:
+        try:
+            hashes = json.loads(metadata["hashes"])
+        except ValueError:
+            raise CheckpointError(f"{path} has damaged metadata (hashes); retrain or restore it") from None
+        if set(hashes) != set(tensors):
+            raise CheckpointError(f"{path} holds tensors {sorted(set(tensors) ^ set(hashes))} that its hashes do not "
+                                  f"list (or the reverse): the file was altered; retrain or restore it")
+        for name, value in tensors.items():
+            if tensor_hash(value) != hashes[name]:
+                raise CheckpointError(f"{path}: tensor {name} does not match its recorded SHA-256: the file is damaged "
+                                      f"or was altered; retrain or restore it")
+    return tensors, metadata
+
+
+def _check_finite(path, tensors):
+    for name, value in tensors.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            bad = int((~torch.isfinite(value)).sum())
+            raise CheckpointError(f"{path}: tensor {name} holds {bad} non-finite values (NaN or inf): the training "
+                                  f"diverged before this checkpoint; retrain with a lower train.lr")
 
 
 def load_model(run_dir):
@@ -110,6 +176,7 @@ def load_model(run_dir):
     ``feature_max``, ``quantization``, ``dataset``."""
     run_dir = Path(run_dir)
     tensors, meta = _read_safetensors(run_dir / MODEL_FILE)
+    _check_finite(run_dir / MODEL_FILE, tensors)
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{run_dir / MODEL_FILE} is not a dlgn checkpoint (format {meta.get('format')!r})")
     if meta.get("version") != VERSION:
@@ -147,18 +214,19 @@ def load_model(run_dir):
 
 
 def load_training_state(run_dir, net, optimizer):
-    """Restore optimizer state for resuming; returns the ``state.json`` dict."""
+    """Restore optimizer state for resuming; returns the ``state.json`` dict.
+
+    The model (already loaded by the caller), optimizer and score files must be the ones
+    ``state.json`` lists: same epoch, same SHA-256."""
     run_dir = Path(run_dir)
-    try:
-        state = json.loads((run_dir / STATE_FILE).read_text())
-        epoch = int(state["epoch"])
-    except FileNotFoundError:
-        raise CheckpointError(f"missing {run_dir / STATE_FILE}: nothing to resume") from None
-    except (ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{run_dir / STATE_FILE} is damaged ({e})") from None
+    state = read_state(run_dir)
+    epoch = state["epoch"]
+    check_run_files(run_dir, state)
     tensors, meta = _read_safetensors(run_dir / OPTIMIZER_FILE)
+    _check_finite(run_dir / OPTIMIZER_FILE, tensors)
     if meta.get("epoch") != str(epoch):
-        raise CheckpointError(f"{run_dir}: optimizer state is from epoch {meta.get('epoch')}, state.json says {epoch}")
+        raise CheckpointError(f"{run_dir}: optimizer state is from epoch {meta.get('epoch')}, state.json says {epoch}; "
+                              f"the files come from different epochs: restore the run or retrain")
     per_param = {}
     for key, value in tensors.items():
         _, index, name = key.split(".", 2)
@@ -171,3 +239,49 @@ def load_training_state(run_dir, net, optimizer):
     except (KeyError, ValueError) as e:
         raise CheckpointError(f"{run_dir / OPTIMIZER_FILE} does not fit this model ({e})") from None
     return state
+
+
+def read_state(run_dir):
+    """``state.json`` of ``run_dir``, checked."""
+    path = Path(run_dir) / STATE_FILE
+    try:
+        state = json.loads(path.read_text())
+        state["epoch"] = int(state["epoch"])
+        if not isinstance(state.get("history"), list) or not isinstance(state.get("files", {}), dict):
+            raise ValueError("history or files has the wrong type")
+        if not math.isfinite(float(state["seconds"])):
+            raise ValueError("seconds is not finite")
+    except FileNotFoundError:
+        raise CheckpointError(f"missing {path}: nothing to resume") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{path} is damaged ({e}); restore the run or retrain") from None
+    return state
+
+
+def check_run_files(run_dir, state):
+    """Refuse a run whose checkpoint files are not the ones ``state.json`` recorded (a mixed set
+    from different epochs, or an altered file)."""
+    run_dir = Path(run_dir)
+    for name, digest in state.get("files", {}).items():
+        path = run_dir / name
+        if not path.is_file():
+            raise CheckpointError(f"{run_dir}: {name} is missing but state.json lists it for epoch {state['epoch']}; "
+                                  f"restore the run or retrain")
+        if sha256_file(path) != digest:
+            raise CheckpointError(f"{run_dir}: {name} is not the file state.json recorded for epoch {state['epoch']} "
+                                  f"(SHA-256 differs): the run's files come from different epochs or were altered; "
+                                  f"restore the run or retrain")
+
+
+def load_test_scores(run_dir, epoch):
+    """The discrete per-class test scores that ``dlgn train`` recorded for ``epoch`` (an int
+    tensor ``[N, classes]``), or ``None`` for a run that recorded none (made before they were
+    recorded). Raises :class:`CheckpointError` when they belong to another epoch."""
+    path = Path(run_dir) / SCORES_FILE
+    if not path.exists():
+        return None
+    tensors, meta = _read_safetensors(path)
+    if meta.get("epoch") != str(epoch) or "scores" not in tensors:
+        raise CheckpointError(f"{path} is from epoch {meta.get('epoch')}, the model from epoch {epoch}: the run's files "
+                              f"come from different epochs; restore the run or retrain")
+    return tensors["scores"]

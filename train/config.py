@@ -6,10 +6,11 @@ the nearest valid key.
 
 import copy
 import difflib
+import math
 import tomllib
 from pathlib import Path
 
-from .data import DATASETS
+from .data import DATASET_INFO, DATASETS
 from .encoding import ENCODINGS
 from .functional import ESTIMATORS, GROUP_LAYOUTS
 from .layers import INITS, KERNELS, PARAMETRIZATIONS
@@ -69,6 +70,8 @@ CHOICES = {
     "train.kernels": KERNELS,
 }
 
+FLOAT32_MAX = 3.4e38
+
 #: keys that may change when resuming a run
 RESUMABLE = {"train.epochs", "train.device", "train.eval_batch_size", "train.threads", "train.kernels"}
 
@@ -96,6 +99,8 @@ def _coerce(key, value, default):
             return value
     elif isinstance(default, float):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{key} must be a finite number, not {value!r}")
             return float(value)
     elif isinstance(default, str):
         if isinstance(value, str):
@@ -191,7 +196,32 @@ def validate(config):
     device = flat["train.device"]
     if device not in ("auto", "cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
         raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, not {device!r}")
+    for key, value in flat.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, not {value!r}")
+        if isinstance(value, float) and abs(value) > FLOAT32_MAX:
+            raise ConfigError(f"{key} = {value!r} does not fit a float32 (training computes in float32); "
+                              f"use a value below {FLOAT32_MAX:.1e}")
+    if flat["train.lr"] > 1.0:
+        raise ConfigError(f"train.lr = {flat['train.lr']!r} is more than 1: Adam steps every table entry by about "
+                          f"lr each step, so training cannot converge; use e.g. 0.01")
+    _check_against_dataset(flat)
     return config
+
+
+def _check_against_dataset(flat):
+    """What the dataset's known size allows, checked before any data is loaded."""
+    info = DATASET_INFO[flat["data.name"]]
+    classes, feature_max = info["classes"], info["feature_max"]
+    if flat["data.thresholds"] > feature_max:
+        raise ConfigError(f"data.thresholds = {flat['data.thresholds']} is more than {flat['data.name']}'s features "
+                          f"allow (values 0..{feature_max}: at most {feature_max} distinct integer thresholds); "
+                          f"use data.thresholds <= {feature_max}")
+    width = flat["model.width"]
+    if width % classes:
+        lower = max(classes, width // classes * classes)
+        raise ConfigError(f"model.width = {width} (the last layer) must be a multiple of {flat['data.name']}'s "
+                          f"{classes} classes, one equal group of gates per class: try {lower}")
 
 
 def _toml_value(value):

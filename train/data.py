@@ -9,14 +9,25 @@ the data so that new samples can be encoded the same way). A missing or malforme
 import gzip
 import pickle
 import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DATASETS", "DatasetError", "Dataset", "load_dataset", "read_idx", "write_idx"]
+__all__ = ["DATASETS", "DATASET_INFO", "DatasetError", "Dataset", "load_dataset", "read_idx", "write_idx"]
 
 DATASETS = ("fashion-mnist", "mnist", "cifar10", "cifar100", "digits", "breast-cancer")
+#: What is known of each dataset before loading it (the config is checked against it first):
+#: classes, and the largest raw feature value.
+DATASET_INFO = {
+    "fashion-mnist": {"classes": 10, "feature_max": 255},
+    "mnist": {"classes": 10, "feature_max": 255},
+    "cifar10": {"classes": 10, "feature_max": 255},
+    "cifar100": {"classes": 100, "feature_max": 255},
+    "digits": {"classes": 10, "feature_max": 16},
+    "breast-cancer": {"classes": 2, "feature_max": 255},
+}
 
 DEFAULT_DIRS = {
     "fashion-mnist": "/usr/share/datasets/fashion-mnist",
@@ -72,8 +83,9 @@ def read_idx(path):
             dims = struct.unpack(f">{ndim}I", f.read(4 * ndim))
             count = int(np.prod(dims))
             data = f.read()
-    except (OSError, EOFError, struct.error) as e:
-        raise DatasetError(f"{path}: cannot read IDX file ({e})") from None
+    except (OSError, EOFError, struct.error, zlib.error) as e:
+        raise DatasetError(f"{path}: cannot read IDX file ({e}); the file is damaged or not IDX: "
+                           f"download or copy it again") from None
     if len(data) != count:
         raise DatasetError(f"{path}: IDX header promises {count} bytes of data, file holds {len(data)}")
     return np.frombuffer(data, dtype=np.uint8).reshape(dims).copy()
@@ -111,6 +123,10 @@ def _load_idx_set(directory):
                 f"(expected [N, rows, cols] and [N])"
             )
         parts[split] = (images.reshape(len(images), -1), labels.astype(np.int64))
+        if split == "test" and images.shape[1:] != shape:
+            raise DatasetError(f"{directory}: test images are {images.shape[1]} x {images.shape[2]}, training images "
+                               f"{shape[0]} x {shape[1]}; both splits must come from the same dataset")
+        shape = images.shape[1:]
     return parts, 10
 
 
@@ -203,7 +219,7 @@ def load_dataset(name, data_dir=None, val_fraction=0.1, seed=0):
     if not 0.0 <= val_fraction < 1.0:
         raise DatasetError(f"data.val_fraction must be in [0, 1), not {val_fraction!r}")
     quantization = {}
-    feature_max = 255
+    feature_max = DATASET_INFO[name]["feature_max"]
     if name in ("fashion-mnist", "mnist"):
         parts, classes = _load_idx_set(data_dir or DEFAULT_DIRS[name])
     elif name in ("cifar10", "cifar100"):
@@ -211,7 +227,6 @@ def load_dataset(name, data_dir=None, val_fraction=0.1, seed=0):
     elif name == "digits":
         parts, classes = _load_sklearn(name, seed)
         parts = {k: (x.astype(np.uint8), y) for k, (x, y) in parts.items()}
-        feature_max = 16
     else:
         parts, classes = _load_sklearn(name, seed)
         parts, quantization = _quantize(parts)

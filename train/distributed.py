@@ -63,6 +63,14 @@ class Context:
         torch.distributed.all_reduce(t)
         return t.tolist()
 
+    def all_reduce_tensor(self, tensor, device):
+        """Sum a CPU tensor over the ranks (returned on the CPU)."""
+        if not self.distributed:
+            return tensor
+        t = tensor.to(device)
+        torch.distributed.all_reduce(t)
+        return t.cpu()
+
     def agree(self, what, payload, device):
         """Fail on every rank when ``payload`` (bytes) differs between ranks."""
         if not self.distributed:

@@ -4,7 +4,6 @@ import csv
 import json
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -12,11 +11,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from dlgn.safety import Interrupted, StagedDirectory, atomic_file, atomic_write_text
+
 from . import distributed as dist
 from . import functional as F
 from . import kernels
-from .checkpoint import (CONFIG_FILE, STATE_FILE, atomic_write_text, build_model,
-                         load_model, load_training_state, save_checkpoint)
+from .checkpoint import (CONFIG_FILE, RUN_MARKER, STATE_FILE, build_model, is_run_dir, load_model, load_training_state,
+                         save_checkpoint, write_run_marker)
 from .config import RESUMABLE, ConfigError, flatten, validate
 from .data import load_dataset
 from .encoding import Thermometer
@@ -57,7 +58,9 @@ def evaluate(net, bits, labels, batch_size, device):
 
 
 @torch.no_grad()
-def _correct(net, bits, labels, batch_size, device):
+def _correct(net, bits, labels, batch_size, device, scores=None):
+    """Correct soft and discrete predictions; with ``scores`` (an int tensor ``[len(labels),
+    classes]``) also the discrete per-class scores of every sample."""
     was_training = net.training
     net.eval()
     soft = discrete = 0
@@ -65,23 +68,34 @@ def _correct(net, bits, labels, batch_size, device):
         x = bits[start:start + batch_size].to(device, torch.float32)
         y = labels[start:start + batch_size].to(device)
         soft += (F.predict(net(x, "soft")) == y).sum().item()
-        discrete += (F.predict(net(x, "discrete")) == y).sum().item()
+        sums = net.group_sums(x, "discrete")
+        discrete += (F.predict(sums) == y).sum().item()
+        if scores is not None:
+            scores[start:start + len(y)] = sums.round().long().cpu()
     net.train(was_training)
     return soft, discrete
 
 
-def _evaluate_split(net, splits, batch_size, device, ctx):
-    """Accuracies on several ``(bits, labels)`` splits, each rank scoring one slice of each."""
-    counts = []
-    for bits, labels in splits:
+def _evaluate_split(net, splits, batch_size, device, ctx, scores_of=None):
+    """Accuracies on several ``(bits, labels)`` splits, each rank scoring one slice of each; with
+    ``scores_of = i``, also the discrete per-class scores of every sample of split ``i`` (all
+    ranks' slices put together)."""
+    counts, scores = [], None
+    for i, (bits, labels) in enumerate(splits):
         part = dist.eval_share(len(labels), ctx)
-        counts.extend(_correct(net, bits[part], labels[part], batch_size, device))
+        if i == scores_of:
+            scores = torch.zeros(len(labels), net.classes, dtype=torch.int64)
+            counts.extend(_correct(net, bits[part], labels[part], batch_size, device, scores[part]))
+        else:
+            counts.extend(_correct(net, bits[part], labels[part], batch_size, device))
     counts = ctx.all_reduce_sum(counts, device)
+    if scores is not None:
+        scores = ctx.all_reduce_tensor(scores, device)  # each rank filled its slice, zeros elsewhere
     out = []
     for i, (_, labels) in enumerate(splits):
         n = len(labels)
         out.append((counts[2 * i] / n, counts[2 * i + 1] / n) if n else (float("nan"), float("nan")))
-    return out
+    return out, scores
 
 
 def batch_loss(model, x, y, global_count, ctx):
@@ -102,15 +116,80 @@ def _epoch_generator(seed, epoch, salt):
     return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 4 + salt)
 
 
-def _prepare_out_dir(out, force, resume):
-    out = Path(out)
-    if resume:
-        return out
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise RunError(f"{out} already exists and is not empty; pass --force to replace it, "
-                           f"or --resume {out} to continue it")
-    return out
+class RunDirectory:
+    """Where a run is written, so that nothing a user has is lost.
+
+    A new run trains into a hidden sibling of ``out`` (a :class:`~dlgn.safety.StagedDirectory`)
+    that is swapped into place once the first checkpoint exists: until then an existing run in
+    ``out`` stays whole, and an interrupted first epoch leaves nothing behind. ``out`` may be
+    replaced only when it is a dlgn run (``--force``, or without it when that run never finished
+    an epoch); any other non-empty directory is refused whatever the flags. A resumed run writes
+    into ``out`` itself (each file atomically)."""
+
+    def __init__(self, out, force, resume):
+        self.out = Path(out)
+        self.resume = resume
+        self.stage = None
+        self.replacing = False
+        out = self.out
+        if out.exists() and not out.is_dir():
+            raise RunError(f"{out} is a file, not a directory; choose another --out")
+        if resume:
+            if not os.access(out, os.W_OK | os.X_OK):
+                raise RunError(f"cannot write to {out}: it is read-only; make it writable to resume it")
+            return
+        if out.is_dir() and any(out.iterdir()):
+            if not is_run_dir(out):
+                raise RunError(f"{out} is not empty and is not a dlgn run directory (it has no {RUN_MARKER}); dlgn "
+                               f"train never replaces it, even with --force: choose another --out")
+            finished = (out / STATE_FILE).is_file()
+            if finished and not force:
+                raise RunError(f"{out} already exists and holds a trained run; pass --force to replace it (it stays whole until "
+                               f"the new run's first epoch is checkpointed), or --resume {out} to continue it")
+            self.replacing = finished
+
+    @property
+    def path(self):
+        """The directory the run writes into now."""
+        return self.stage.path if self.stage is not None and not self.stage.committed else self.out
+
+    def start(self):
+        """Create the staging directory (rank 0 of a new run); fails early when ``out``'s parent
+        is not writable."""
+        if self.resume:
+            return
+        self.stage = StagedDirectory(self.out.resolve())
+        try:
+            self.stage.create()
+            write_run_marker(self.stage.path)
+            atomic_write_text(self.stage.path / CONFIG_FILE, "")
+        except OSError as e:
+            self.stage.discard()
+            self.stage = None
+            raise RunError(f"cannot create the run directory {self.out}: {e.strerror or e}; choose a writable "
+                           f"--out") from None
+
+    def checkpointed(self):
+        """Called after each checkpoint: the first one puts the new run in place."""
+        if self.stage is not None and not self.stage.committed:
+            self.stage.commit()
+
+    def close(self):
+        if self.stage is not None:
+            self.stage.discard()
+
+    def interrupted_message(self):
+        state = self.out / STATE_FILE
+        if self.resume or (self.stage is not None and self.stage.committed):
+            try:
+                epoch = json.loads(state.read_text())["epoch"]
+            except (OSError, ValueError, KeyError):
+                epoch = "?"
+            return (f"interrupted; the run in {self.out} is checkpointed after epoch {epoch}: continue it with "
+                    f"'dlgn train --resume {self.out}' (or run 'make train' again)")
+        kept = (f"; {self.out} still holds the earlier run, unchanged" if self.replacing else
+                "; nothing was written")
+        return f"interrupted before the first epoch finished{kept}"
 
 
 def _model_fingerprints(net, encoder, config):
@@ -150,21 +229,26 @@ def train(config, out_dir, force=False, resume=False, overrides=None):
                 saved[section][name] = value
         config = saved
     validate(config)
-    _prepare_out_dir(out, force, resume)  # every rank checks before any rank writes (init is a rendezvous)
+    run = RunDirectory(out, force, resume)  # every rank checks before any rank writes (init is a rendezvous)
     t = config["train"]
     try:
         ctx, device_name = dist.setup(t["device"])
     except dist.DistributedError as exc:
         raise RunError(str(exc)) from None
     try:
-        return _train(config, out, force, resume, loaded, ctx, device_name)
+        if ctx.is_main:
+            run.start()
+        return _train(config, run, resume, loaded, ctx, device_name)
     except dist.DistributedError as exc:
         raise RunError(str(exc)) from None
+    except KeyboardInterrupt:
+        raise Interrupted(run.interrupted_message()) from None
     finally:
+        run.close()
         ctx.close()
 
 
-def _train(config, out, force, resume, loaded, ctx, device_name):
+def _train(config, run, resume, loaded, ctx, device_name):
     t = config["train"]
     device = resolve_device(device_name)
     threads = t["threads"] or _default_threads(ctx, device)
@@ -199,19 +283,18 @@ def _train(config, out, force, resume, loaded, ctx, device_name):
         model = dist.wrap(net, device)
     optimizer = torch.optim.Adam(net.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
     if resume:
-        state = load_training_state(out, net, optimizer)
+        state = load_training_state(run.out, net, optimizer)
+        if ctx.is_main and state["epoch"] < t["epochs"]:
+            for name in ("summary.json", "summary.txt"):  # written again when the run finishes
+                (run.out / name).unlink(missing_ok=True)
     else:
-        if ctx.is_main:
-            if out.exists() and force:
-                shutil.rmtree(out)
-            out.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(out / CONFIG_FILE, "")  # marks the directory as taken before the first epoch
         state = {"epoch": 0, "step": 0, "seconds": 0.0, "history": []}
     ctx.barrier()
 
     batch_size = t["batch_size"]  # global: split over the ranks
     steps_per_epoch = math.ceil(len(y_train) / batch_size)
     start_epoch = state["epoch"]
+    eta = _RunClock(steps_per_epoch * (t["epochs"] - start_epoch))
     for epoch in range(start_epoch, t["epochs"]):
         started = time.perf_counter()
         net.train()
@@ -220,22 +303,26 @@ def _train(config, out, force, resume, loaded, ctx, device_name):
         total_loss = 0.0
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{t['epochs']}", unit="step",
                    leave=False, dynamic_ncols=True, mininterval=1.0, disable=not ctx.is_main)
-        for i in bar:
+        for i in _closing(bar):
             batch = order[i * batch_size:(i + 1) * batch_size]
             idx = dist.batch_share(batch, ctx)
             x = train_bits[idx].to(device, torch.float32, non_blocking=True)
             y = y_train[idx].to(device, non_blocking=True)
             loss, step_loss = batch_loss(model, x, y, len(batch), ctx)
+            _check_loss(step_loss, epoch, i, state, ctx, device)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             total_loss += step_loss
+            eta.step()
             if i % 20 == 0:
-                bar.set_postfix(loss=f"{step_loss * ctx.world_size:.4f}")
+                bar.set_postfix(loss=f"{step_loss * ctx.world_size:.4f}", run_left=eta.left())
         bar.close()
         total_loss = ctx.all_reduce_sum([total_loss], device)[0]
-        (val_soft, val_disc), (test_soft, test_disc) = _evaluate_split(
-            net, [(val_bits, y_val), (test_bits, y_test)], t["eval_batch_size"], device, ctx)
+        if not all(torch.isfinite(p).all() for p in net.parameters()):
+            raise RunError(_diverged(f"the weights became non-finite in epoch {epoch + 1}", state))
+        ((val_soft, val_disc), (test_soft, test_disc)), test_scores = _evaluate_split(
+            net, [(val_bits, y_val), (test_bits, y_test)], t["eval_batch_size"], device, ctx, scores_of=1)
         state["seconds"] += time.perf_counter() - started
         state["epoch"] = epoch + 1
         state["step"] += steps_per_epoch
@@ -247,28 +334,68 @@ def _train(config, out, force, resume, loaded, ctx, device_name):
         }
         state["history"].append(row)
         if ctx.is_main:
+            left = t["epochs"] - epoch - 1
             tqdm.write(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}  val {val_soft:.4f}/{val_disc:.4f}  "
                        f"test {test_soft:.4f}/{test_disc:.4f} (soft/discrete)  undecided {row['undecided']:.3f}  "
-                       f"{state['seconds']:.0f}s")
-            save_checkpoint(out, config, net, encoder, optimizer, state, data_meta)
-            write_metrics(out, state["history"])
+                       f"{state['seconds']:.0f}s" + (f"  (about {eta.left()} left for {left} more epochs)"
+                                                    if left else ""))
+            save_checkpoint(run.path, config, net, encoder, optimizer, state, data_meta, test_scores)
+            write_metrics(run.path, state["history"])
+            run.checkpointed()
         ctx.barrier()
 
     if not ctx.is_main:
         return None
-    summary = write_summary(out, config, net, state, data, device, ctx)
-    plot_curves(out / "curves.png", state["history"], config)
+    summary = write_summary(run.out, config, net, state, data, device, ctx)
+    plot_curves(run.out / "curves.png", state["history"], config)
     return summary
 
 
+def _closing(bar):
+    """Iterate ``bar``, closing it (clearing its line) also when the loop ends in an error."""
+    try:
+        yield from bar
+    finally:
+        bar.close()
+
+
+class _RunClock:
+    """Estimate of the run's remaining time from the steps (and evaluations) so far."""
+
+    def __init__(self, steps):
+        self.steps, self.done, self.start = steps, 0, time.perf_counter()
+
+    def step(self):
+        self.done += 1
+
+    def left(self):
+        if not self.done:
+            return "?"
+        seconds = (time.perf_counter() - self.start) / self.done * max(0, self.steps - self.done)
+        minutes, secs = divmod(int(round(seconds)), 60)
+        return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"
+
+
+def _diverged(what, state):
+    kept = (f"the checkpoint of epoch {state['epoch']} is kept" if state["epoch"] else "no epoch was checkpointed")
+    return (f"training diverged: {what}; {kept}. Lower train.lr (or change the init) and train again")
+
+
+def _check_loss(loss, epoch, step, state, ctx, device):
+    """Stop on a non-finite loss (on every rank at the same step under torchrun)."""
+    bad = not math.isfinite(loss)
+    if ctx.distributed:
+        bad = ctx.all_reduce_sum([float(bad)], device)[0] > 0
+    if bad:
+        raise RunError(_diverged(f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}", state))
+
+
 def write_metrics(out, history):
-    path = Path(out) / "metrics.csv"
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
-        writer.writeheader()
-        writer.writerows(history)
-    tmp.replace(path)
+    with atomic_file(Path(out) / "metrics.csv") as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
+            writer.writeheader()
+            writer.writerows(history)
 
 
 def write_summary(out, config, net, state, data, device, ctx):
@@ -339,8 +466,9 @@ def plot_curves(path, history, config):
     fig.suptitle(f"{config['data']['name']}: {m['depth']} x {m['width']} {m['parametrization']} "
                  f"n={m['gate_inputs']}")
     fig.tight_layout()
-    tmp = Path(str(path) + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_file(path) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
+    finally:
+        plt.close(fig)
 
