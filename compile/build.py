@@ -11,19 +11,18 @@ from pathlib import Path
 
 import numpy as np
 
+from dlgn.safety import StagedDirectory, atomic_write_text, sha256_file
+
 from . import netlist as ir
+from .builddir import NETLIST_FILE, REPORT_FILE, REPORT_FORMAT, SUMMARY_FILE, is_build_dir
 from .errors import CompileError
 from .golden import GoldenModel
-from .lower import TOP_NAME, build_core, emit_rtlil, emit_verilog, port_widths
+from .lower import TOP_NAME, build_core, emit_rtlil, emit_verilog, flip_flops, port_widths
 from .passes import PASS_NAMES, optimize
 
 __all__ = ["CompileError", "compile_run", "compile_netlist", "first_mismatch", "NETLIST_FILE", "REPORT_FILE",
            "SUMMARY_FILE", "LUT_SIZES"]
 
-NETLIST_FILE = "netlist.json"
-REPORT_FILE = "compile_report.json"
-SUMMARY_FILE = "compile_summary.txt"
-REPORT_FORMAT = "dlgn-compile-report"
 REPORT_VERSION = 1
 LUT_SIZES = (4, 6)
 RANDOM_SAMPLES = 4096
@@ -66,6 +65,31 @@ def _test_bits(info, encoder, log):
     return encoder.encode(data.x_test).numpy(), None
 
 
+def _check_recorded_scores(run_path, info, netlist, test_bits):
+    """The discretized netlist must give, on every test sample, the per-class scores that
+    ``dlgn train`` recorded for this epoch: a checkpoint that was altered after training (its
+    own hashes recomputed) or damaged in a way that still loads is refused here."""
+    from dlgn.train.checkpoint import CheckpointError, load_test_scores
+
+    try:
+        recorded = load_test_scores(run_path, info["epoch"])
+    except CheckpointError as e:
+        raise CompileError(str(e)) from None
+    if recorded is None:
+        return "skipped: the run recorded no test scores (trained by an older dlgn)"
+    if test_bits is None:
+        return "skipped: the test split is not available"
+    if len(recorded) != len(test_bits):
+        raise CompileError(f"{run_path} recorded scores for {len(recorded)} test samples, the test set has "
+                           f"{len(test_bits)}: the dataset changed since training; retrain the run")
+    message = first_mismatch(recorded.numpy(), GoldenModel(netlist).scores(test_bits),
+                             "golden model of the discretized netlist vs the scores recorded by dlgn train")
+    if message:
+        raise CompileError(f"verification failed: {message}; the checkpoint is not the model that was trained "
+                           f"(altered or damaged): restore the run or retrain")
+    return {"test_samples": len(test_bits), "equal": True}
+
+
 def compile_run(run_dir, build_dir, *, lut_size=4, pipeline_every=2, output_every=None, encoder=False,
                 passes=PASS_NAMES, verify=True, verilog=True, log=print):
     """Compile a trained run directory (or a netlist file) into ``build_dir``; returns the report."""
@@ -102,6 +126,11 @@ def compile_run(run_dir, build_dir, *, lut_size=4, pipeline_every=2, output_ever
                 raise CompileError(f"verification failed: {message}")
             checks["trained_model"] = {"test_samples": 0 if test_bits is None else len(test_bits),
                                        "random_samples": RANDOM_SAMPLES, "equal": True}
+            checks["recorded_scores"] = _check_recorded_scores(run_path, info, netlist, test_bits)
+            if isinstance(checks["recorded_scores"], dict):
+                log(f"  golden model == the scores dlgn train recorded, on all {len(test_bits)} test samples")
+            else:
+                log(f"  note: recorded scores {checks['recorded_scores']}")
             if reason:
                 checks["trained_model"]["test_split"] = f"unavailable: {reason}"
             log(f"  golden model == trained model on {len(check_bits)} inputs "
@@ -121,10 +150,31 @@ def compile_netlist(netlist, build_dir, *, lut_size=4, pipeline_every=2, output_
     _check_options(lut_size, pipeline_every, output_every)
     if encoder and netlist.encoding is None:
         raise CompileError("--encoder needs a netlist with a thermometer input encoding; this one has none")
-    build = Path(build_dir)
-    if build.exists() and not build.is_dir():
-        raise CompileError(f"{build} exists and is not a directory")
-    build.mkdir(parents=True, exist_ok=True)
+    final = Path(build_dir)
+    if final.exists() and not final.is_dir():
+        raise CompileError(f"{final} exists and is not a directory; choose another -o")
+    if final.is_dir() and any(final.iterdir()) and not is_build_dir(final):
+        raise CompileError(f"{final} is not empty and is not a dlgn build directory (no {REPORT_FILE}); dlgn compile "
+                           f"never replaces it: choose another -o")
+    stage = StagedDirectory(final.resolve())
+    try:
+        stage.create()
+    except OSError as e:
+        raise CompileError(f"cannot create the build directory {final}: {e.strerror or e}; choose a writable -o") from None
+    try:
+        report = _write_build(netlist, stage.path, lut_size, pipeline_every, output_every, encoder, passes, verify,
+                              check_bits, verilog, log, checks, timings, source)
+        stage.commit()
+    finally:
+        stage.discard()
+    log(f"wrote {final}: {report['gates']} gates, ~{report['estimated_luts']} LUT{lut_size}, depth {report['depth']}, "
+        f"latency {report['latency_cycles']} cycles")
+    return report
+
+
+def _write_build(netlist, build, lut_size, pipeline_every, output_every, encoder, passes, verify, check_bits, verilog,
+                 log, checks, timings, source):
+    """Write every file of a build into the (staging) directory ``build``; returns the report."""
     checks = dict(checks or {})
     timings = dict(timings or {})
 
@@ -171,15 +221,14 @@ def compile_netlist(netlist, build_dir, *, lut_size=4, pipeline_every=2, output_
         except YosysError as e:
             raise CompileError(str(e)) from None
         timings["verilog_seconds"] = round(time.perf_counter() - start, 3)
-    else:
-        (build / f"{TOP_NAME}.v").unlink(missing_ok=True)
 
     report = _report(optimized, core, records, lut_size, pipeline_every, output_every, encoder, checks, timings,
                      source, verilog)
-    (build / REPORT_FILE).write_text(json.dumps(report, indent=1) + "\n")
-    (build / SUMMARY_FILE).write_text(_summary(report))
-    log(f"wrote {build}: {report['gates']} gates, ~{report['estimated_luts']} LUT{lut_size}, depth {report['depth']}, "
-        f"latency {report['latency_cycles']} cycles")
+    report["flip_flops"] = flip_flops((build / f"{TOP_NAME}.il").read_text())
+    report["files_sha256"] = {name: sha256_file(build / name) for name in report["files"].values() if name}
+    report["build_id"] = report["files_sha256"][NETLIST_FILE]
+    atomic_write_text(build / REPORT_FILE, json.dumps(report, indent=1) + "\n")
+    atomic_write_text(build / SUMMARY_FILE, _summary(report))
     return report
 
 
@@ -214,6 +263,8 @@ def _report(netlist, core, records, lut_size, pipeline_every, output_every, enco
         "checks": checks,
         "timings": timings,
     }
+    if netlist.encoding is not None:
+        report["features"] = netlist.encoding.features
     if encoder:
         report["in_features"] = netlist.encoding.features
         report["feature_width"] = netlist.encoding.feature_width

@@ -8,7 +8,7 @@ from dlgn.hdl.top import DlgnCore, verilog_ports
 
 from .yosys import VERILOG_SCRIPT, run_yosys
 
-__all__ = ["TOP_NAME", "build_core", "emit_rtlil", "emit_verilog", "port_widths"]
+__all__ = ["TOP_NAME", "build_core", "emit_rtlil", "emit_verilog", "port_widths", "flip_flops"]
 
 TOP_NAME = "dlgn_core"
 
@@ -48,3 +48,14 @@ def emit_verilog(rtlil_path, verilog_path):
         if any(ch in name for ch in ' ";'):
             raise ValueError(f"file names for Yosys must not contain spaces, quotes or semicolons: {name!r}")
     run_yosys(VERILOG_SCRIPT.format(il=rtlil_path.name, top=TOP_NAME, v=verilog_path.name), cwd=verilog_path.parent)
+
+
+def flip_flops(rtlil_text):
+    """Flip-flop bits in RTLIL text: the summed ``WIDTH`` of its ``$dff``-family cells."""
+    import re
+
+    total = 0
+    for match in re.finditer(r"cell \$(?:a|s|ad|sd|ald|dffsr|)dff(?:e|sr|sre)? \S+\n(?:\s+parameter .*\n)*?"
+                             r"\s+parameter \\WIDTH (\d+)", rtlil_text):
+        total += int(match.group(1))
+    return total

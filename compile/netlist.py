@@ -15,7 +15,6 @@ lowest index winning ties.
 """
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -213,10 +212,9 @@ def to_json_text(netlist):
 
 def save(netlist, path):
     """Write ``netlist`` to ``path`` (through a temporary file, so a crash leaves no half file)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(to_json_text(netlist))
-    os.replace(tmp, path)
+    from dlgn.safety import atomic_write_text
+
+    atomic_write_text(path, to_json_text(netlist))
 
 
 def _is_int(value):

@@ -14,10 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
+from dlgn.compile.builddir import BuildDirError, find_run_dir, load_build
+from dlgn.compile.golden import predict
+from dlgn.safety import atomic_write_text
+
 from .errors import SimError
 from .post_synth import NETLIST_NAME, ecp5_cell_models, synthesize_ecp5
 from .runner import check_simulator, run_cocotb
-from .vectors import find_run_dir, first_mismatch, load_build, make_stimulus, port_bytes
+from .vectors import first_mismatch, make_stimulus, port_bytes
 
 __all__ = ["simulate_build", "REPORT_FILE", "POST_SYNTH_REPORT_FILE", "REPORT_KEYS", "DEFAULT_RANDOM_SAMPLES"]
 
@@ -67,7 +71,7 @@ def simulate_build(build_dir, *, samples=None, random_samples=DEFAULT_RANDOM_SAM
     build = load_build(Path(build_dir).resolve())  # the simulator runs in its own working directory
     try:
         run = find_run_dir(build, run_dir)
-    except SimError:
+    except BuildDirError:
         if samples != 0 or run_dir is not None:
             raise
         run = None
@@ -116,6 +120,22 @@ def simulate_build(build_dir, *, samples=None, random_samples=DEFAULT_RANDOM_SAM
     failures = list(result.problems)
     if mismatch and mismatch not in failures:
         failures.insert(0, mismatch)
+    references = ["golden model (netlist.json), every sample"]
+    trained_scores = stimulus.trained_scores
+    mismatches_vs_trained = None
+    if trained_scores is not None:
+        # Per sample against what the trained model itself computed: a netlist and Verilog
+        # edited consistently (each agreeing with the other) still fail here.
+        n = stimulus.test_samples
+        references.append(f"trained model's recorded discrete scores, each of the {n} test samples")
+        golden_vs_trained = first_mismatch(trained_scores, predict(trained_scores), stimulus.expected_scores[:n],
+                                           stimulus.expected_classes[:n], "netlist (golden model) vs trained model", n)
+        if golden_vs_trained:
+            failures.insert(0, f"{golden_vs_trained}: the netlist side differs from the trained model")
+        if len(scores) == total:
+            mismatches_vs_trained = int((scores[:n] != trained_scores).any(axis=1).sum())
+    elif run is not None and stimulus.test_samples:
+        references.append("trained model: whole-test-set accuracy only (the run recorded no per-sample scores)")
     if whole_test_set:
         correct_trained = round(trained * full)
         if round(golden_accuracy * full) != correct_trained:
@@ -128,13 +148,16 @@ def simulate_build(build_dir, *, samples=None, random_samples=DEFAULT_RANDOM_SAM
         "format": REPORT_FORMAT,
         "version": REPORT_VERSION,
         "build_dir": str(build.path),
+        "build_id": build.build_id,
         "run_dir": str(run) if run is not None else None,
+        "references": references,
         "netlist": "post-synth" if post_synth else "rtl",
         "stage": stage,
         "samples": stimulus.test_samples,
         "random_samples": stimulus.random_samples,
         "whole_test_set": whole_test_set,
         "mismatches": mismatches,
+        "mismatches_vs_trained": mismatches_vs_trained,
         "sim_accuracy": sim_accuracy,
         "golden_accuracy": golden_accuracy,
         "trained_discrete_accuracy": trained,
@@ -152,7 +175,7 @@ def simulate_build(build_dir, *, samples=None, random_samples=DEFAULT_RANDOM_SAM
         **extra,
     }
     report_path = build.path / report_name
-    report_path.write_text(json.dumps(report, indent=1) + "\n")
+    atomic_write_text(report_path, json.dumps(report, indent=1) + "\n")
     if failures:
         more = f" (and {len(failures) - 1} more problems)" if len(failures) > 1 else ""
         raise SimError(f"simulation check failed: {failures[0]}{more}; report in {report_path}, "

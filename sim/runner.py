@@ -35,6 +35,8 @@ VERILATOR_ARGS = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNO
                   "-Wno-UNSIGNED", "-Wno-CMPCONST", "-Wno-LITENDIAN", "-Wno-TIMESCALEMOD", "-Wno-MULTIDRIVEN"]
 #: Fewer samples than this per shard do not pay for the start-up (a few seconds) of another simulator process.
 MIN_SAMPLES_PER_JOB = 2000
+#: Each shard's testbench writes how many samples it has streamed here (for the progress bar).
+PROGRESS_FILE = "progress.txt"
 
 
 @dataclass
@@ -136,13 +138,15 @@ def _build(simulator, sources, includes, defines, top, build_dir):
 
 def _run_shard(simulator, top, build_dir, shard_dir, vectors, results, stage):
     log = shard_dir / "sim.log"
+    progress = shard_dir / PROGRESS_FILE
     runner = _runner(simulator)
     try:
         runner.test(test_module=TEST_MODULE, hdl_toplevel=top, hdl_toplevel_lang="verilog", build_dir=str(build_dir),
                     test_dir=str(shard_dir),
                     timescale=TIMESCALE, log_file=str(log), results_xml=str(shard_dir / "results.xml"),
                     extra_env={"DLGN_SIM_VECTORS": str(vectors), "DLGN_SIM_RESULTS": str(results),
-                               "DLGN_SIM_STAGE": stage, "COCOTB_ANSI_OUTPUT": "0"})
+                               "DLGN_SIM_STAGE": stage, "DLGN_SIM_PROGRESS": str(progress),
+                               "COCOTB_ANSI_OUTPUT": "0"})
     except SystemExit:  # a failing cocotb test or a crashed simulator; the results file tells which
         pass
     except RuntimeError as e:
@@ -151,6 +155,29 @@ def _run_shard(simulator, top, build_dir, shard_dir, vectors, results, stage):
         raise SimError(f"{simulator} ended without results; log {log}:\n{_tail(log)}")
     with np.load(results) as f:
         return {k: f[k] for k in f.files}
+
+
+def _show_progress(futures, progress_files, total, simulator):
+    """A bar over all shards' samples (with samples/s) until every shard has finished."""
+    from tqdm import tqdm
+
+    def streamed():
+        count = 0
+        for path in progress_files:
+            try:
+                count += int(path.read_text() or 0)
+            except (OSError, ValueError):
+                pass
+        return count
+
+    with tqdm(total=total, desc=f"simulating ({simulator}, {len(futures)} shards)", unit="sample",
+              dynamic_ncols=True, mininterval=1.0, leave=False) as bar:
+        while not all(f.done() for f in futures):
+            time.sleep(0.5)
+            bar.n = streamed()
+            bar.refresh()
+        bar.n = streamed()
+        bar.refresh()
 
 
 def run_cocotb(build, stimulus, values, work_dir, *, simulator="icarus", sources=None, includes=(), defines=None,
@@ -185,7 +212,9 @@ def run_cocotb(build, stimulus, values, work_dir, *, simulator="icarus", sources
         write_vectors(vectors, build, stimulus, values, int(bounds[k]), int(bounds[k + 1]), gaps)
         shards.append((shard_dir, vectors, results))
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        outcomes = list(pool.map(lambda s: _run_shard(simulator, build.top, build_dir, *s, stage), shards))
+        futures = [pool.submit(_run_shard, simulator, build.top, build_dir, *s, stage) for s in shards]
+        _show_progress(futures, [s[0] / PROGRESS_FILE for s in shards], count, simulator)
+        outcomes = [f.result() for f in futures]
     seconds = time.perf_counter() - start
     problems = [p for o in outcomes for p in json.loads(str(o["problems"]))]
     scores = np.concatenate([o["scores"].reshape(-1, build.classes) for o in outcomes])

@@ -27,6 +27,7 @@ from dlgn.sim.vectors import first_mismatch, read_vectors
 
 CLOCK_PERIOD_NS = 10
 RESET_CYCLES = 2
+PROGRESS_SECONDS = 0.5
 
 
 class SampleDriver:
@@ -35,13 +36,23 @@ class SampleDriver:
     ``gaps[i]`` idle cycles (``in_valid`` low, random data on the port, which the core must
     ignore) precede sample ``i``. ``sent`` records the cycle each sample was presented."""
 
-    def __init__(self, dut, port_name, seed=0):
+    def __init__(self, dut, port_name, seed=0, progress=None):
         self._clk = dut.clk
         self._valid = dut.in_valid
         self._port = getattr(dut, port_name)
         self._width = len(self._port)
         self._rng = np.random.Generator(np.random.PCG64(seed))
+        self._progress = progress
         self.sent = []
+
+    def _report_progress(self, count):
+        """Write how many samples went in to the progress file (read by the runner's bar)."""
+        if self._progress is None:
+            return
+        tmp = self._progress + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(str(count))
+        os.replace(tmp, self._progress)
 
     def idle(self):
         self._valid.value = 0
@@ -50,7 +61,11 @@ class SampleDriver:
         """Present every row of ``values`` (little-endian bytes of the port value)."""
         falling = self._clk.falling_edge
         mask = (1 << self._width) - 1
+        next_report = time.monotonic() + PROGRESS_SECONDS
         for row, gap in zip(values, gaps):
+            if time.monotonic() >= next_report:
+                self._report_progress(len(self.sent))
+                next_report = time.monotonic() + PROGRESS_SECONDS
             for _ in range(int(gap)):
                 await falling
                 self._valid.value = 0
@@ -61,6 +76,7 @@ class SampleDriver:
             self.sent.append(_cycle())
         await falling
         self._valid.value = 0
+        self._report_progress(len(self.sent))
 
 
 class ResultMonitor:
@@ -113,11 +129,11 @@ class ResultMonitor:
 class DlgnCoreTB:
     """Clock, reset, a :class:`SampleDriver` and a :class:`ResultMonitor` around ``dlgn_core``."""
 
-    def __init__(self, dut, input_port, classes, score_width, latency, seed=0):
+    def __init__(self, dut, input_port, classes, score_width, latency, seed=0, progress=None):
         self.dut = dut
         self.latency = latency
         self.clock = Clock(dut.clk, CLOCK_PERIOD_NS, unit="ns")
-        self.driver = SampleDriver(dut, input_port, seed)
+        self.driver = SampleDriver(dut, input_port, seed, progress)
         self.monitor = ResultMonitor(dut, classes, score_width)
 
     async def reset(self):
@@ -155,7 +171,7 @@ async def classify_stream(dut):
     meta, vectors = read_vectors(os.environ["DLGN_SIM_VECTORS"])
     results_path = os.environ["DLGN_SIM_RESULTS"]
     tb = DlgnCoreTB(dut, meta["input_port"], meta["classes"], meta["score_width"], meta["latency"],
-                    seed=meta["first_index"])
+                    seed=meta["first_index"], progress=os.environ.get("DLGN_SIM_PROGRESS"))
     start, cpu_start = time.perf_counter(), time.process_time()
     await tb.reset()
     await tb.classify(vectors["values"], vectors["gaps"])

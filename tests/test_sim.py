@@ -10,7 +10,8 @@ from dlgn.cli import main
 from dlgn.compile.netlist import InputEncoding
 from dlgn.sim import runner
 from dlgn.sim.errors import SimError
-from dlgn.sim.vectors import describe_index, first_mismatch, load_build, port_bytes
+from dlgn.compile.builddir import BuildDirError, load_build
+from dlgn.sim.vectors import describe_index, first_mismatch, port_bytes
 
 
 def _scores():
@@ -106,12 +107,16 @@ def test_cli_refuses_a_directory_that_is_not_a_build(tmp_path, capsys):
 
 def test_damaged_or_verilog_less_builds_are_refused(tmp_path):
     (tmp_path / "compile_report.json").write_text("{not json")
-    with pytest.raises(SimError, match="compile_report.json is damaged"):
+    with pytest.raises(BuildDirError, match="compile_report.json is damaged"):
         load_build(tmp_path)
     report = {"files": {"netlist": "netlist.json", "rtlil": "dlgn_core.il", "verilog": None}, "ports": {},
               "latency_cycles": 0, "classes": 2, "score_width": 2, "class_width": 1, "encoder": False}
     (tmp_path / "compile_report.json").write_text(json.dumps(report))
-    with pytest.raises(SimError, match="--no-verilog"):
+    with pytest.raises(BuildDirError, match="older dlgn .* recompile"):
+        load_build(tmp_path)
+    report.update(files={"netlist": None, "rtlil": None, "verilog": None}, files_sha256={}, build_id="x")
+    (tmp_path / "compile_report.json").write_text(json.dumps(report))
+    with pytest.raises(BuildDirError, match="--no-verilog"):
         load_build(tmp_path)
 
 

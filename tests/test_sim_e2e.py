@@ -15,7 +15,10 @@ from dlgn.compile.golden import GoldenModel
 from dlgn.compile.synthetic import random_netlist
 from dlgn.sim.check import REPORT_KEYS, simulate_build
 from dlgn.sim.errors import SimError
-from dlgn.sim.vectors import find_run_dir, load_build, make_stimulus
+from dlgn.compile.builddir import find_run_dir, load_build
+from dlgn.sim.vectors import make_stimulus
+
+from buildtools import rehash_build
 
 pytestmark = pytest.mark.slow
 
@@ -69,6 +72,7 @@ def corrupted_build(digits_build, tmp_path_factory):
     report = compile_netlist(corrupted, out, pipeline_every=1, passes=(), verify=False, log=_quiet)
     assert report["latency_cycles"] == build.latency
     shutil.copy(digits_build / "netlist.json", out / "netlist.json")
+    rehash_build(out)
     return out, gate, entry
 
 
@@ -85,6 +89,24 @@ def test_whole_test_set_and_random_inputs_match_the_trained_model(digits_build, 
     assert report["simulator"] == "icarus" and report["latency_cycles"] > 0
     assert report["seconds"] > 0 and report["samples_per_second"] > 0
     assert "equal the golden model" in capsys.readouterr().out
+    assert report["build_id"] == json.loads((build / "compile_report.json").read_text())["build_id"]
+    assert report["mismatches_vs_trained"] == 0
+    assert any("trained model's recorded discrete scores" in r for r in report["references"])
+
+
+def test_a_consistently_edited_build_fails_against_the_trained_model(digits_build, tmp_path):
+    """A netlist and Verilog that agree with each other (and a report that lists them) but
+    not with the trained model: only the per-sample comparison with the recorded scores sees it."""
+    build = load_build(digits_build)
+    stimulus, _trained, _full = make_stimulus(build, find_run_dir(build), None, 0, seed=0)
+    corrupted, _gate, _entry = _flip_observable_bit(build.netlist, stimulus.bits)
+    out = tmp_path / "edited"
+    compile_netlist(corrupted, out, pipeline_every=1, passes=(), verify=False, log=_quiet)
+    with pytest.raises(SimError, match=r"netlist \(golden model\) vs trained model: test sample \d+, class \d+: "
+                                       r"score \d+, expected \d+ .*the netlist side differs"):
+        simulate_build(out, random_samples=20, log=_quiet)
+    report = json.loads((out / "sim_report.json").read_text())
+    assert not report["passed"] and report["mismatches"] == 0 and report["mismatches_vs_trained"] > 0
 
 
 def test_one_flipped_table_bit_in_the_verilog_fails(corrupted_build, tmp_path, capsys):
@@ -92,6 +114,7 @@ def test_one_flipped_table_bit_in_the_verilog_fails(corrupted_build, tmp_path, c
     build = _copy_build(out, tmp_path)
     assert main(["sim", str(build), "--random", str(RANDOM)]) == 2
     err = capsys.readouterr().err
+    err = err[err.index("error: "):]  # after the progress bar
     assert err.startswith("error: simulation check failed: RTL simulation (icarus, dlgn_core.v) vs golden model: ")
     assert " sample " in err and ", class " in err and "expected" in err and "Traceback" not in err
     report = json.loads((build / "sim_report.json").read_text())
