@@ -27,11 +27,12 @@ def block_luts(build_dir, family, work):
     """LUT4 (and carry cells) per block of the LUT-primitive core: ``{block: {cell: count}}`` and seconds."""
     from amaranth.back import rtlil
 
-    from dlgn.boards.bitstream import _core, load_board_build
+    from dlgn.boards.bitstream import _core
+    from dlgn.compile.builddir import load_build
     from dlgn.compile.yosys import run_yosys
     from dlgn.hdl.top import verilog_ports
 
-    build = load_board_build(build_dir)
+    build = load_build(build_dir)
     core = _core(build, False, True, family)
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)

@@ -11,19 +11,27 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 
+from dlgn.compile import builddir
+from dlgn.compile.builddir import find_run_dir, load_build
+from dlgn.compile.estimate import design_estimate
+from dlgn.safety import StagedDirectory, atomic_write_text
+
 from .errors import BoardError
+from .progress import Ticker, toolchain_status
 from .protocol import BAUD, SCORE_BYTES
 from .targets import get_board
 from .toolchain import (nextpnr_utilization_from_log, read_nextpnr_report, read_yosys_stat, tool_env,
                         tool_versions, ecp5_pll)
 
-__all__ = ["TOPS", "REPORT_FILE", "REPORT_KEYS", "build_bitstream", "load_board_build", "bist_rows"]
+__all__ = ["TOPS", "REPORT_FILE", "REPORT_KEYS", "build_bitstream", "load_test_set", "bist_rows", "check_freq",
+           "ECP5_PLL_MHZ"]
 
 TOPS = ("uart", "bist")
 REPORT_FILE = "hw_report.json"
@@ -35,31 +43,19 @@ BIST_MAX_SAMPLES = 1024
 # nextpnr resource names per family: logic cells, flip-flops, block RAM.
 _RESOURCES = {"ecp5": ("TRELLIS_COMB", "TRELLIS_FF", "DP16KD"), "ice40": ("ICESTORM_LC", "ICESTORM_LC", "ICESTORM_RAM")}
 _BRAM_WIDTH = {"ecp5": (36, 512), "ice40": (16, 256)}  # widest configuration (bits, depth) of one block RAM
-
-
-def load_board_build(build_dir):
-    """The build (``dlgn.sim.vectors.Build``) in ``build_dir``, with errors as :class:`BoardError`."""
-    from dlgn.sim.errors import SimError
-    from dlgn.sim.vectors import load_build
-
-    try:
-        return load_build(build_dir)
-    except SimError as e:
-        raise BoardError(str(e)) from None
+#: Output range of the ECP5 EHXPLLL's CLKOP (Lattice ECP5 sysCLOCK PLL usage guide, TN1263).
+ECP5_PLL_MHZ = (3.125, 400.0)
+#: How far the PLL's achieved frequency may be from the one asked for.
+PLL_TOLERANCE = 0.01
 
 
 def load_test_set(build, limit=None):
     """Raw test features ``[N, F]`` and labels of the run the build came from."""
-    from dlgn.sim.errors import SimError
-    from dlgn.sim.vectors import _test_set, find_run_dir
-
-    try:
-        run_dir = find_run_dir(build)
-        if run_dir is None:
-            raise BoardError(f"{build.path} was compiled from a bare netlist: no test set to run on the board")
-        x, y, _trained, _full = _test_set(run_dir, None)
-    except SimError as e:
-        raise BoardError(str(e)) from None
+    run_dir = find_run_dir(build)
+    if run_dir is None:
+        raise BoardError(f"{build.path} was compiled from a bare netlist: no test set to run on the board")
+    test = builddir.load_test_set(run_dir, None)
+    x, y = test.x, test.y
     if limit is not None:
         x, y = x[:limit], y[:limit]
     return np.asarray(x, dtype=np.int64), np.asarray(y, dtype=np.int64)
@@ -117,42 +113,94 @@ def build_bitstream(build_dir, board_name, out_dir=None, *, top="uart", freq=Non
                     bist_samples=None, router=None, seed=1, verify=True, log=print):
     """Build ``top.bit`` and ``hw_report.json`` for ``board_name`` in ``out_dir`` (default
     ``build_dir/<board>``); returns the report. Raises :class:`BoardError` (one message, with the
-    figures and what to change) when the design does not fit or misses timing."""
-    from .tops import BistRunner, BoardTop, UartClassifier
+    figures and what to change) when the design does not fit or misses timing.
 
+    The build runs in a staging directory that replaces ``out_dir`` only when it has a
+    bitstream: an interrupted or failed build leaves the previous one whole (a failed build's
+    logs are kept in ``OUT_DIR-failed``)."""
     board = get_board(board_name)
     if bist_samples is not None and bist_samples < 1:
         raise BoardError(f"--bist-samples must be at least 1, not {bist_samples}")
     if top not in TOPS:
         raise BoardError(f"unknown top {top!r}; choose one of {', '.join(TOPS)}")
-    build = load_board_build(build_dir)
-    out = Path(out_dir) if out_dir is not None else Path(build_dir) / board.name
-    out.mkdir(parents=True, exist_ok=True)
+    target = check_freq(board, freq)
+    build = load_build(build_dir)
+    final = Path(out_dir) if out_dir is not None else Path(build_dir) / board.name
+    _check_out_dir(final)
     netlist = build.netlist
     if netlist.encoding is None:
         raise BoardError(f"{build.path}: the netlist has no input encoding; the board tops need one (raw features)")
 
-    # Refuse a design that cannot fit before spending minutes in synthesis.
-    estimate = int(build.report.get("estimated_luts", len(netlist.gates))) + int(build.report.get("group_sum_adder_bits", 0))
-    if estimate > board.lut4:
-        raise BoardError(f"the design does not fit {board.name} ({board.device}): about {estimate} LUT4 (core + group "
-                         f"sum) against {board.lut4} on the device; {_fit_advice(board, estimate)}")
+    # Refuse a design that cannot fit before spending minutes in synthesis: the whole design
+    # (encoder, gates, group sum, argmax, UART or BIST), as the compiler estimates it.
+    estimate = design_estimate(build.report, board.family, top)
+    if estimate["total"] > board.lut4:
+        parts = ", ".join(f"{k} {v}" for k, v in estimate.items() if k != "total" and v)
+        raise BoardError(f"the design does not fit {board.name} ({board.device}): about {estimate['total']} logic "
+                         f"cells ({parts}) against {board.lut4} on the device; {_fit_advice(board, estimate['total'])}")
 
-    target = float(freq) if freq is not None else board.clock_mhz
-    if target <= 0:
-        raise BoardError(f"--freq must be positive, not {freq!r}")
     pll = None
     clock_mhz = board.clock_mhz
     if abs(target - board.clock_mhz) > 1e-6:
-        if board.family != "ecp5":
-            raise BoardError(f"--freq on {board.name} is not supported yet (no iCE40 PLL); its clock is "
-                             f"{board.clock_mhz:g} MHz")
         params, attrs, clock_mhz = ecp5_pll(board.clock_mhz, target)
+        if abs(clock_mhz - target) > PLL_TOLERANCE * target:
+            raise BoardError(f"the ECP5 PLL cannot make {target:g} MHz from the {board.clock_mhz:g} MHz oscillator: the "
+                             f"nearest it reaches is {clock_mhz:g} MHz; pass --freq {clock_mhz:g}")
         pll = _pll_factory(params, attrs, clock_mhz)
         log(f"PLL: {board.clock_mhz:g} MHz -> {clock_mhz:g} MHz")
     divisor = int(round(clock_mhz * 1e6 / BAUD))
 
-    extra = {}
+    stage = StagedDirectory(final.resolve())
+    try:
+        stage.create()
+    except OSError as e:
+        raise BoardError(f"cannot create {final}: {e.strerror or e}; choose a writable -o") from None
+    try:
+        return _build_in(stage, final, build, board, top, target, clock_mhz, pll, divisor, lut_primitives,
+                         bist_samples, router, seed, verify, log, estimate)
+    finally:
+        stage.discard()
+
+
+def _check_out_dir(out):
+    """``out`` may be replaced only when it is a board build directory (or empty)."""
+    if out.exists() and not out.is_dir():
+        raise BoardError(f"{out} exists and is not a directory; choose another -o")
+    if out.is_dir() and any(out.iterdir()) and not any((out / name).exists() for name in (REPORT_FILE,
+                                                                                          f"build_{NAME}.sh")):
+        raise BoardError(f"{out} is not empty and is not a dlgn board build directory; dlgn bitstream never "
+                         f"replaces it: choose another -o")
+
+
+def check_freq(board, freq):
+    """The clock to build for, in MHz: the board's oscillator, or ``freq`` when the board's PLL
+    can make it (refused at once otherwise, with the range it can make)."""
+    if freq is None:
+        return board.clock_mhz
+    if isinstance(freq, bool) or not isinstance(freq, (int, float)) or not math.isfinite(freq) or freq <= 0:
+        raise BoardError(f"--freq must be a positive number of MHz, not {freq!r}")
+    freq = float(freq)
+    if abs(freq - board.clock_mhz) <= 1e-6:
+        return freq
+    if board.family != "ecp5":
+        raise BoardError(f"--freq on {board.name} is not supported yet (no iCE40 PLL); its clock is "
+                         f"{board.clock_mhz:g} MHz: drop --freq")
+    low, high = ECP5_PLL_MHZ
+    if not low <= freq <= high:
+        raise BoardError(f"--freq {freq:g} MHz is outside what the ECP5 PLL can make ({low:g} to {high:g} MHz); "
+                         f"choose a frequency in that range")
+    return freq
+
+
+def _build_in(stage, final, build, board, top, target, clock_mhz, pll, divisor, lut_primitives, bist_samples, router,
+              seed, verify, log, estimate):
+    """Build into the staging directory and put it in place as ``final``; returns the report."""
+    from .tops import BistRunner, BoardTop, UartClassifier
+
+    out = stage.path
+    netlist = build.netlist
+
+    extra = {"estimate": estimate}
     if lut_primitives and verify:
         from dlgn.compile.yosys import YosysError
 
@@ -160,8 +208,9 @@ def build_bitstream(build_dir, board_name, out_dir=None, *, top="uart", freq=Non
 
         start = time.perf_counter()
         try:
-            check_lut_equivalence(lambda cell: _core(build, top == "uart", False, board.family, cell), board.family,
-                                  out / "lut_equivalence")
+            with Ticker("proving the LUT-primitive core equal to the generic core (Yosys)"):
+                check_lut_equivalence(lambda cell: _core(build, top == "uart", False, board.family, cell),
+                                      board.family, out / "lut_equivalence")
         except YosysError as e:
             raise BoardError(f"the {board.family} LUT-primitive core is not equal to the generic core: {e}") from None
         extra["checks"] = {"lut_primitives_equal_to_generic_core": True,
@@ -209,14 +258,13 @@ def build_bitstream(build_dir, board_name, out_dir=None, *, top="uart", freq=Non
             else:
                 os.environ[k] = v
     prepare_seconds = time.perf_counter() - start
-    for stale in (f"{NAME}.bit", f"{NAME}.bin", f"{NAME}.report.json", f"{NAME}.stat.json", REPORT_FILE):
-        (out / stale).unlink(missing_ok=True)
-    log(f"running Yosys, nextpnr and the packer in {out} (this takes a while)")
+    log(f"running Yosys, nextpnr and the packer for {final}")
     start = time.perf_counter()
     try:
-        plan.execute_local(str(out), env=env)
+        with Ticker("synthesis, place and route", lambda: toolchain_status(out, NAME)):
+            plan.execute_local(str(out), env=env)
     except subprocess.CalledProcessError:
-        _explain_failure(out, board)
+        _explain_failure(stage, final, board)
     total = time.perf_counter() - start
     synth_seconds = _mtime(out / f"{NAME}.json") - _start_time(start)
     pnr_end = _mtime(out / f"{NAME}.report.json")
@@ -265,9 +313,12 @@ def build_bitstream(build_dir, board_name, out_dir=None, *, top="uart", freq=Non
         **extra,
     }
     report["bitstream"] = bitstream
+    report["build_id"] = build.build_id
     if top == "uart":
         report["baud"] = BAUD
-    (out / REPORT_FILE).write_text(json.dumps(report, indent=1) + "\n")
+    atomic_write_text(out / REPORT_FILE, json.dumps(report, indent=1) + "\n")
+    stage.commit()
+    out = final
     log(f"wrote {out / bitstream} and {REPORT_FILE}: {lut4_used}/{lut4_capacity} LUT4, {ff_used} FF, "
         f"{report['bram']} BRAM, Fmax {report['fmax_mhz']} MHz (target {clock_mhz:g}), "
         f"synthesis {timings['synth_seconds']} s, place and route {timings['pnr_seconds']} s")
@@ -315,7 +366,17 @@ def _pll_factory(params, attrs, achieved_mhz):
     return pll
 
 
-def _explain_failure(out, board):
+def _keep_failed(stage, final):
+    """Move a failed build's staging directory to ``FINAL-failed`` (its logs), leaving ``final`` as it was."""
+    failed = final.with_name(final.name + "-failed")
+    if failed.exists():
+        shutil.rmtree(failed)
+    os.replace(stage.path, failed)
+    return failed
+
+
+def _explain_failure(stage, final, board):
+    out = _keep_failed(stage, final)
     logs = {name: (out / name).read_text(errors="replace") if (out / name).is_file() else ""
             for name in (f"{NAME}.rpt", f"{NAME}.tim")}
     pnr = logs[f"{NAME}.tim"]

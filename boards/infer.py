@@ -35,13 +35,17 @@ def infer_on_port(port, build_dir, samples=None, baud=BAUD, timeout=2.0, log=pri
     golden model; returns a summary dict."""
     from dlgn.compile.golden import GoldenModel, encode_features, predict
 
-    from .bitstream import load_board_build, load_test_set
+    from dlgn.compile.builddir import load_build
 
+    from .bitstream import load_test_set
+
+    if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
+        raise BoardError(f"--samples must be a positive integer (test samples to send), not {samples!r}")
     try:
         import serial
     except ImportError:
         raise BoardError("dlgn infer needs pyserial: pip install pyserial") from None
-    build = load_board_build(build_dir)
+    build = load_build(build_dir)
     x, y = load_test_set(build, samples)
     expected_scores = GoldenModel(build.netlist).scores(encode_features(build.netlist.encoding, x))
     expected = predict(expected_scores)

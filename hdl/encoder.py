@@ -4,7 +4,21 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["ThermometerEncoder"]
+__all__ = ["ThermometerEncoder", "greater_than"]
+
+
+def greater_than(bits, threshold):
+    """``x > threshold`` for an unsigned ``x`` given as its ``bits`` (least significant first)
+    and a constant ``threshold``: from bit 0 up, ``g_k = x_k | g_(k-1)`` where the threshold has a
+    0 and ``g_k = x_k & g_(k-1)`` where it has a 1, starting from ``g = 0`` (equal is not greater).
+    Constant-folds as it goes: a threshold ``2**k - 1`` gives an OR of the top bits."""
+    g = None  # constant 0
+    for k, bit in enumerate(bits):
+        if (threshold >> k) & 1:
+            g = None if g is None else bit & g
+        else:
+            g = bit if g is None else bit | g
+    return 0 if g is None else g
 
 
 class ThermometerEncoder(wiring.Component):
@@ -12,8 +26,11 @@ class ThermometerEncoder(wiring.Component):
 
     ``bits`` lists one ``(feature, threshold)`` pair per output bit; features are unsigned
     ``feature_width``-bit integers packed into ``in_features``. Comparators against constants
-    are shared between bits asking the same question. With ``registered`` the bits are
-    registered once.
+    are shared between bits asking the same question. Each comparator is plain logic, an
+    AND/OR chain from the least significant bit up (see :func:`greater_than`), not a
+    subtraction: Yosys then maps it to a few LUTs instead of a carry chain (on the ECP5, digits
+    thresholds cost about 7 logic cells per comparator as ``>``). With ``registered`` the bits
+    are registered once.
 
     Latency: 1 cycle when ``registered``, else 0.
 
@@ -64,7 +81,8 @@ class ThermometerEncoder(wiring.Component):
         for f, t in self._bits:
             if (f, t) not in compare:
                 bit = Signal(name=f"f{f}_gt_{t}")
-                m.d.comb += bit.eq(self.in_features[f * w:(f + 1) * w] > t)
+                x = self.in_features[f * w:(f + 1) * w]
+                m.d.comb += bit.eq(greater_than([x[k] for k in range(w)], t))
                 compare[(f, t)] = bit
         outputs = []
         for i, key in enumerate(self._bits):

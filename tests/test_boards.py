@@ -8,7 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from dlgn.boards.bitstream import REPORT_KEYS, _core, bist_rows, build_bitstream, load_board_build, load_test_set
+from dlgn.boards.bitstream import REPORT_KEYS, _core, bist_rows, build_bitstream, load_test_set
+from dlgn.compile.builddir import load_build
 from dlgn.boards.errors import BoardError
 from dlgn.boards.infer import classify_stream
 from dlgn.boards.primitives import check_lut_equivalence, lut4_init, lut_cell_for
@@ -62,7 +63,7 @@ def test_design_that_cannot_fit_is_refused_before_synthesis(digits_build, tmp_pa
     report = json.loads((build / "compile_report.json").read_text())
     report["estimated_luts"] = 40_000
     (build / "compile_report.json").write_text(json.dumps(report))
-    with pytest.raises(BoardError, match=r"does not fit ulx3s-25f \(LFE5U-25F\): about 4\d{4} LUT4 .* 24288.*smaller model.*ulx3s-45f"):
+    with pytest.raises(BoardError, match=r"does not fit ulx3s-25f \(LFE5U-25F\): about 4\d{4} logic cells .* 24288.*smaller model.*ulx3s-45f"):
         build_bitstream(build, "ulx3s-25f", tmp_path / "out", top="bist", log=_quiet)
 
 
@@ -137,7 +138,7 @@ def test_infer_without_a_board_answering_is_one_message(digits_build, capsys):
 def test_uart_top_answers_like_the_golden_model(digits_build):
     """The whole host loop without a board: the uart top in the Amaranth simulator behind a
     simulated serial line, driven by the same host code as ``dlgn infer``."""
-    build = load_board_build(digits_build)
+    build = load_build(digits_build)
     x, _y = load_test_set(build, 6)
     rng = np.random.default_rng(0)
     x = np.concatenate([x, rng.integers(0, 256, size=(3, x.shape[1])), np.zeros((1, x.shape[1]), np.int64),
@@ -151,7 +152,7 @@ def test_uart_top_answers_like_the_golden_model(digits_build):
 
 
 def test_uart_top_ignores_bytes_before_the_sync_byte(digits_build):
-    build = load_board_build(digits_build)
+    build = load_build(digits_build)
     x, _y = load_test_set(build, 1)
     encoding = build.netlist.encoding
     link = SimulatedSerial(UartClassifier(_core(build, True, False, "ecp5"), encoding, divisor=4), divisor=4)
@@ -166,7 +167,7 @@ def test_uart_top_ignores_bytes_before_the_sync_byte(digits_build):
 def test_bist_counts_what_the_golden_model_gets_right(digits_build, bank_bits, monkeypatch):
     # 37-bit banks split a 196-bit row into 6 memories with their own address counters.
     monkeypatch.setattr(BistRunner, "BANK_BITS", bank_bits)
-    build = load_board_build(digits_build)
+    build = load_build(digits_build)
     rows, expected_correct = bist_rows(build, 100)
     bist = BistRunner(_core(build, False, False, "ecp5"), rows, divisor=4, repeat=1 << 12)
     link = SimulatedSerial(bist, divisor=4, timeout_cycles=20_000)
