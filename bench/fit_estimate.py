@@ -1,0 +1,149 @@
+"""Calibrate the compiler's board-size estimate (``dlgn.compile.estimate``) against real builds.
+
+Trains a few small digits models (seconds each), compiles them, builds each with ``dlgn bitstream``
+for an ECP5 and an iCE40 board with both tops, and fits the per-family coefficients by least
+squares on what nextpnr reports (ECP5 ``TRELLIS_COMB``, iCE40 ``ICESTORM_LC``). Writes
+``bench/results/estimate-<date>.json`` with every build, the fitted coefficients and each build's
+error with the coefficients in force; run it again after changing the output stage.
+
+    .venv/bin/python bench/fit_estimate.py [--work build/fit-estimate] [--quick]
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from machine import cpu_name  # noqa: E402
+
+#: (name, widths: width x depth, gate inputs, thresholds) of the digits models to build
+MODELS = [
+    # name, dataset, width, depth, gate inputs, thresholds
+    ("digits-w200x2-n2-t3", "digits", 200, 2, 2, 3),
+    ("digits-w400x2-n4-t3", "digits", 400, 2, 4, 3),
+    ("digits-w800x2-n2-t8", "digits", 800, 2, 2, 8),
+    ("digits-w1000x3-n4-t3", "digits", 1000, 3, 4, 3),
+    ("digits-w2000x2-n2-t3", "digits", 2000, 2, 2, 3),
+    ("fashion-w400x2-n4-t1", "fashion-mnist", 400, 2, 4, 1),
+    ("fashion-w2000x2-n4-t3", "fashion-mnist", 2000, 2, 4, 3),
+]
+BOARDS = {"ecp5": "ulx3s-85f", "ice40": "icebreaker"}
+ICE40_MAX_CELLS = 5280
+
+
+def _quiet(*_args, **_kwargs):
+    pass
+
+
+def train_and_compile(work, name, dataset, width, depth, n, thresholds):
+    from dlgn.compile.build import compile_run
+    from dlgn.train.config import apply_overrides, load_config
+    from dlgn.train.loop import train
+
+    run, build = work / "runs" / name, work / "builds" / name
+    if not (run / "summary.json").is_file():
+        config = apply_overrides(load_config(), [
+            f"data.name={dataset}", f"data.thresholds={thresholds}", f"model.width={width}", f"model.depth={depth}",
+            f"model.gate_inputs={n}", "train.epochs=2", "train.lr=0.05", "train.device=cpu",
+            "data.train_subset=3000",
+        ] + (["model.wiring=windowed", "model.groups=interleaved"] if dataset != "digits" else []))
+        train(config, run, force=True)
+    if not (build / "compile_report.json").is_file():
+        compile_run(run, build, log=_quiet)
+    return run, build
+
+
+def fit(rows, family):
+    """Least-squares coefficients for ``family``'s rows: logic cells per group-sum adder bit, per
+    encoder comparator, per UART feature and per core flip-flop (iCE40), and each top's fixed
+    cost; the core is taken as estimated and the argmax with its fixed coefficient."""
+    from dlgn.compile.estimate import COEFFICIENTS
+
+    rows = [r for r in rows if r["family"] == family and r.get("cells")]
+    columns = ["group_sum", "encoder", "uart_feature", "uart", "bist"] + (["flip_flops"] if family == "ice40" else [])
+    if len(rows) < len(columns):
+        return None
+
+    def features(r):
+        b, uart = r["blocks"], r["top"] == "uart"
+        values = {"group_sum": b["adder_bits"], "encoder": b["in_bits"] if uart else 0,
+                  "uart_feature": b["features"] if uart else 0, "uart": float(uart), "bist": float(not uart),
+                  "flip_flops": b["flip_flops"]}
+        return [values[c] for c in columns]
+
+    a = np.array([features(r) for r in rows], dtype=float)
+    b = np.array([r["cells"] - r["estimate"]["core"] - r["estimate"]["argmax"] for r in rows], dtype=float)
+    # relative errors matter: weight each build by 1 / its size
+    w = 1.0 / np.array([r["cells"] for r in rows], dtype=float)
+    coef, *_ = np.linalg.lstsq(a * w[:, None], b * w, rcond=None)
+    values = dict(zip(columns, (float(v) for v in coef)))
+    return {"group_sum": round(values["group_sum"], 3), "encoder": round(values["encoder"], 3),
+            "uart_feature": round(values["uart_feature"], 3), "flip_flops": round(values.get("flip_flops", 0.0), 3),
+            "argmax": COEFFICIENTS[family]["argmax"],
+            "io": {"uart": int(round(values["uart"])), "bist": int(round(values["bist"]))}}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", default=str(ROOT / "build" / "fit-estimate"))
+    parser.add_argument("--quick", action="store_true", help="the first two models only")
+    parser.add_argument("--out", default=None, help="result JSON (default bench/results/estimate-<date>.json)")
+    args = parser.parse_args()
+    from dlgn.boards.bitstream import build_bitstream
+    from dlgn.boards.errors import BoardError
+    from dlgn.compile.builddir import load_build
+    from dlgn.compile.estimate import design_estimate
+
+    work = Path(args.work)
+    rows = []
+    models = MODELS[:2] if args.quick else MODELS
+    for name, dataset, width, depth, n, thresholds in models:
+        run, build_dir = train_and_compile(work, name, dataset, width, depth, n, thresholds)
+        build = load_build(build_dir)
+        for family, board in BOARDS.items():
+            for top in ("uart", "bist"):
+                estimate = design_estimate(build.report, family, top)
+                if family == "ice40" and estimate["total"] > 1.3 * ICE40_MAX_CELLS:
+                    continue
+                row = {"model": name, "family": family, "board": board, "top": top, "estimate": estimate,
+                       "blocks": {"gates": build.report["gates"], "adder_bits": build.report["group_sum_adder_bits"],
+                                  "in_bits": build.report["in_bits"], "classes": build.report["classes"],
+                                  "score_width": build.report["score_width"], "features": build.report["features"],
+                                  "flip_flops": build.report["flip_flops"]},
+                       "loadavg": os.getloadavg()}
+                start = time.perf_counter()
+                try:
+                    report = build_bitstream(build_dir, board, work / "boards" / f"{name}-{board}-{top}", top=top,
+                                             verify=False, log=_quiet)
+                    row["cells"] = report["lut4"]
+                    row["ff"] = report["ff"]
+                except BoardError as e:
+                    row["error"] = str(e)[:300]
+                row["seconds"] = round(time.perf_counter() - start, 1)
+                if row.get("cells"):
+                    row["error_pct"] = round(100 * (estimate["total"] - row["cells"]) / row["cells"], 1)
+                print(json.dumps({k: row.get(k) for k in ("model", "board", "top", "cells", "error_pct", "seconds",
+                                                          "error")}), flush=True)
+                rows.append(row)
+    import datetime
+    import platform
+
+    today = datetime.date.today().isoformat()
+    result = {"date": today, "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "arch": platform.machine()},
+              "rows": rows,
+              "fitted": {family: fit(rows, family) for family in BOARDS}}
+    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"estimate-{today}.json"
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result["fitted"], indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
