@@ -61,33 +61,35 @@ def train_and_compile(work, name, dataset, width, depth, n, thresholds):
 
 
 def fit(rows, family):
-    """Least-squares coefficients for ``family``'s rows: logic cells per group-sum adder bit, per
-    encoder comparator, per UART feature and per core flip-flop (iCE40), and each top's fixed
-    cost; the core is taken as estimated and the argmax with its fixed coefficient."""
+    """Non-negative least-squares coefficients for ``family``'s rows, weighted by 1 / size (the
+    relative error is what matters): logic cells per group-sum adder bit, per feature bit an
+    encoder comparator reads, per feature bit the UART top buffers, per core flip-flop (iCE40:
+    a flip-flop needs a logic cell of its own when its LUT is taken), and each top's fixed cost.
+    The core is taken as estimated (one LUT4 per gate) and the argmax with its fixed coefficient.
+    Returns ``(coefficients, {row index: error % with them})``."""
+    from scipy.optimize import nnls
+
     from dlgn.compile.estimate import COEFFICIENTS
 
     rows = [r for r in rows if r["family"] == family and r.get("cells")]
-    columns = ["group_sum", "encoder", "uart_feature", "uart", "bist"] + (["flip_flops"] if family == "ice40" else [])
-    if len(rows) < len(columns):
-        return None
+    if len(rows) < 6:
+        return None, {}
 
     def features(r):
         b, uart = r["blocks"], r["top"] == "uart"
-        values = {"group_sum": b["adder_bits"], "encoder": b["in_bits"] if uart else 0,
-                  "uart_feature": b["features"] if uart else 0, "uart": float(uart), "bist": float(not uart),
-                  "flip_flops": b["flip_flops"]}
-        return [values[c] for c in columns]
+        return [b["adder_bits"], b["chain_bits"] if uart else 0, b["feature_bits"] if uart else 0,
+                b["flip_flops"] if family == "ice40" else 0, float(uart), float(not uart)]
 
     a = np.array([features(r) for r in rows], dtype=float)
-    b = np.array([r["cells"] - r["estimate"]["core"] - r["estimate"]["argmax"] for r in rows], dtype=float)
-    # relative errors matter: weight each build by 1 / its size
-    w = 1.0 / np.array([r["cells"] for r in rows], dtype=float)
-    coef, *_ = np.linalg.lstsq(a * w[:, None], b * w, rcond=None)
-    values = dict(zip(columns, (float(v) for v in coef)))
-    return {"group_sum": round(values["group_sum"], 3), "encoder": round(values["encoder"], 3),
-            "uart_feature": round(values["uart_feature"], 3), "flip_flops": round(values.get("flip_flops", 0.0), 3),
-            "argmax": COEFFICIENTS[family]["argmax"],
-            "io": {"uart": int(round(values["uart"])), "bist": int(round(values["bist"]))}}
+    fixed = np.array([r["estimate"]["core"] + r["estimate"]["argmax"] for r in rows], dtype=float)
+    cells = np.array([r["cells"] for r in rows], dtype=float)
+    coef, _ = nnls(a / cells[:, None], (cells - fixed) / cells)
+    errors = 100 * (a @ coef + fixed - cells) / cells
+    fitted = {"group_sum": round(float(coef[0]), 3), "encoder": round(float(coef[1]), 3),
+              "uart_feature": round(float(coef[2]), 3), "flip_flops": round(float(coef[3]), 3),
+              "argmax": COEFFICIENTS[family]["argmax"],
+              "io": {"uart": int(round(coef[4])), "bist": int(round(coef[5]))}}
+    return fitted, [round(float(e), 1) for e in errors]
 
 
 def main():
@@ -115,8 +117,8 @@ def main():
                 row = {"model": name, "family": family, "board": board, "top": top, "estimate": estimate,
                        "blocks": {"gates": build.report["gates"], "adder_bits": build.report["group_sum_adder_bits"],
                                   "in_bits": build.report["in_bits"], "classes": build.report["classes"],
-                                  "score_width": build.report["score_width"], "features": build.report["features"],
-                                  "flip_flops": build.report["flip_flops"]},
+                                  "score_width": build.report["score_width"], "flip_flops": build.report["flip_flops"],
+                                  **build.report["encoder_size"]},
                        "loadavg": os.getloadavg()}
                 start = time.perf_counter()
                 try:
@@ -138,7 +140,8 @@ def main():
     today = datetime.date.today().isoformat()
     result = {"date": today, "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "arch": platform.machine()},
               "rows": rows,
-              "fitted": {family: fit(rows, family) for family in BOARDS}}
+              "fitted": {family: fit(rows, family)[0] for family in BOARDS},
+              "fit_errors_pct": {family: fit(rows, family)[1] for family in BOARDS}}
     out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"estimate-{today}.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["fitted"], indent=1))

@@ -16,6 +16,7 @@ from dlgn.safety import StagedDirectory, atomic_write_text, sha256_file
 from . import netlist as ir
 from .builddir import NETLIST_FILE, REPORT_FILE, REPORT_FORMAT, SUMMARY_FILE, is_build_dir
 from .errors import CompileError
+from .estimate import encoder_size
 from .golden import GoldenModel
 from .lower import TOP_NAME, build_core, emit_rtlil, emit_verilog, flip_flops, port_widths
 from .passes import PASS_NAMES, optimize
@@ -265,6 +266,7 @@ def _report(netlist, core, records, lut_size, pipeline_every, output_every, enco
     }
     if netlist.encoding is not None:
         report["features"] = netlist.encoding.features
+        report["encoder_size"] = encoder_size(netlist)
     if encoder:
         report["in_features"] = netlist.encoding.features
         report["feature_width"] = netlist.encoding.feature_width

