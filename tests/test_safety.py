@@ -441,6 +441,9 @@ def test_every_bad_input_is_one_line_with_exit_code_2(tmp_path, small_build):
         (["bitstream", small_build, "--board", "ulx3s", "--bist-samples", "0"], "--bist-samples must be at least 1"),
         (["bitstream", tmp_path, "--board", "ulx3s"], "not a dlgn build directory"),
     ]
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe[model]\n")
+    cases.append((["train", binary, "--out", out], "is not a text (UTF-8) TOML file"))
     for args, message in cases:
         one_line_error(dlgn(*args, cwd=ROOT), message)
     assert not out.exists()

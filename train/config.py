@@ -134,6 +134,8 @@ def load_config(path=None):
             text = path.read_text()
         except OSError as e:
             raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path} is not a text (UTF-8) TOML file") from None
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
