@@ -7,9 +7,12 @@ two-input gates), two identical networks, one with ``train.kernels = "reference"
 shared machine; the ratio of medians is the result. Then the same for the forward pass alone in
 eval mode (discrete tables) at the evaluation batch size.
 
-Writes ``bench/results/cpu-kernels-<machine>-<date>.json`` with the load average before and after.
+Writes ``bench/results/cpu-kernels-<machine>-<date>.json`` with the load average before each case
+and at the end. On a machine that other jobs keep busy, every multithreaded region (Torch's and
+ours) waits for whichever of its threads the OS has preempted, and both paths slow down several
+times at 2 threads; ``--threads 2 1`` measures both counts.
 
-    python bench/cpu_kernels.py [--rounds 5] [--steps 3] [--threads N] [--no-save]
+    python bench/cpu_kernels.py [--rounds 5] [--steps 3] [--threads N [N ...]] [--no-save]
 """
 
 import argparse
@@ -52,10 +55,12 @@ def _models(overrides):
 
 
 def _timed(fn, steps):
-    start = time.perf_counter()
+    """Wall-clock and process CPU seconds per call (CPU time includes every thread's, spinning
+    included, but not the time the process waits for a core)."""
+    wall, cpu_time = time.perf_counter(), time.process_time()
     for _ in range(steps):
         fn()
-    return (time.perf_counter() - start) / steps
+    return (time.perf_counter() - wall) / steps, (time.process_time() - cpu_time) / steps
 
 
 def bench_case(name, overrides, rounds, steps):
@@ -96,12 +101,16 @@ def bench_case(name, overrides, rounds, steps):
            "wiring": config["model"]["wiring"], "batch": batch, "eval_batch": eval_batch,
            "first_loss": first_loss}
     for k in KERNELS:
-        step = statistics.median(train_s[k])
+        step = statistics.median(wall for wall, _ in train_s[k])
         row[k] = {"train_step_ms": step * 1e3, "train_steps_per_s": 1 / step,
-                  "eval_forward_ms": statistics.median(eval_s[k]) * 1e3,
-                  "train_step_ms_all": [t * 1e3 for t in train_s[k]], "eval_forward_ms_all": [t * 1e3 for t in eval_s[k]]}
+                  "train_step_cpu_ms": statistics.median(c for _, c in train_s[k]) * 1e3,
+                  "eval_forward_ms": statistics.median(wall for wall, _ in eval_s[k]) * 1e3,
+                  "eval_forward_cpu_ms": statistics.median(c for _, c in eval_s[k]) * 1e3,
+                  "train_step_ms_all": [wall * 1e3 for wall, _ in train_s[k]],
+                  "eval_forward_ms_all": [wall * 1e3 for wall, _ in eval_s[k]]}
     row["train_speedup"] = row["cpu"]["train_steps_per_s"] / row["reference"]["train_steps_per_s"]
     row["eval_speedup"] = row["reference"]["eval_forward_ms"] / row["cpu"]["eval_forward_ms"]
+    row["train_cpu_time_ratio"] = row["reference"]["train_step_cpu_ms"] / row["cpu"]["train_step_cpu_ms"]
     return row
 
 
@@ -109,29 +118,34 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=5, help="alternating timing rounds per kernel (median taken)")
     p.add_argument("--steps", type=int, default=3, help="steps per round")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--threads", type=int, nargs="+", default=[0],
+                   help="torch thread counts to measure, one after the other (0: torch's default)")
     p.add_argument("--no-save", action="store_true")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    default_threads = torch.get_num_threads()
     if not cpu.available():
         raise SystemExit(f"the CPU kernels are unavailable: {cpu.build_error()}")
     load_before = os.getloadavg()
     rows = []
-    for name, overrides in CASES.items():
-        row = bench_case(name, overrides, args.rounds, args.steps)
-        rows.append(row)
-        ref, fast = row["reference"], row["cpu"]
-        print(f"{name}: train {ref['train_steps_per_s']:.2f} -> {fast['train_steps_per_s']:.2f} steps/s "
-              f"({row['train_speedup']:.2f}x); eval forward (batch {row['eval_batch']}) "
-              f"{ref['eval_forward_ms']:.1f} -> {fast['eval_forward_ms']:.1f} ms ({row['eval_speedup']:.2f}x)",
-              flush=True)
+    for threads in args.threads:
+        torch.set_num_threads(threads or default_threads)
+        for name, overrides in CASES.items():
+            load = os.getloadavg()
+            row = dict(threads=torch.get_num_threads(), loadavg_before=load,
+                       **bench_case(name, overrides, args.rounds, args.steps))
+            rows.append(row)
+            ref, fast = row["reference"], row["cpu"]
+            print(f"{name}, {row['threads']} threads: train {ref['train_steps_per_s']:.2f} -> "
+                  f"{fast['train_steps_per_s']:.2f} steps/s "
+                  f"({row['train_speedup']:.2f}x); eval forward (batch {row['eval_batch']}) "
+                  f"{ref['eval_forward_ms']:.1f} -> {fast['eval_forward_ms']:.1f} ms ({row['eval_speedup']:.2f}x); "
+                  f"CPU time per step {ref['train_step_cpu_ms']:.0f} -> {fast['train_step_cpu_ms']:.0f} ms "
+                  f"({row['train_cpu_time_ratio']:.2f}x); load {load[0]:.2f}", flush=True)
     load_after = os.getloadavg()
-    print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} "
-          f"({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)")
+    print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} ({os.cpu_count()} cores)")
     date = datetime.date.today().isoformat()
     result = {"benchmark": "cpu-kernels", "date": date, "cpu": cpu_name(), "machine": platform.machine(),
-              "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "cores": os.cpu_count(), "default_threads": default_threads, "torch": torch.__version__,
               "loadavg_before": load_before, "loadavg_after": load_after,
               "rounds": args.rounds, "steps_per_round": args.steps, "cases": rows}
     if not args.no_save:

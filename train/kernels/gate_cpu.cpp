@@ -227,7 +227,9 @@ void backward_blocks(const T* x, int64_t stride_x, int64_t batch, const int64_t*
 template <typename T>
 void reduce_table_grad(const T* block_grad, int64_t blocks, int64_t gates, int entries, int64_t tables,
                        const int64_t* table_offsets, const int64_t* table_gates, T* grad_tables, int threads) {
-#pragma omp parallel for num_threads(threads) schedule(static)
+    // A few hundred thousand adds: threads only pay off for large layers (and every parallel
+    // region waits for its slowest thread, which costs a time slice on a busy machine).
+#pragma omp parallel for num_threads(threads) schedule(static) if (blocks * gates * entries > (1 << 21))
     for (int64_t t = 0; t < tables; ++t) {
         T* out = grad_tables + t * entries;
         for (int a = 0; a < entries; ++a) out[a] = T(0);
