@@ -53,7 +53,7 @@ DEFAULTS = {
         "gumbel": False,
         "gumbel_tau": 1.0,
         "device": "auto",  # auto | cpu | cuda | cuda:N
-        "kernels": "auto",  # auto (Triton on CUDA) | triton | reference
+        "kernels": "auto",  # auto (Triton on CUDA, the C++ kernels on CPU) | triton | cpu | reference
         "eval_batch_size": 2000,
         "threads": 0,  # CPU threads for torch (0: torch's default; under torchrun: cores / local ranks)
     },

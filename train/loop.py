@@ -257,6 +257,10 @@ def _train(config, run, resume, loaded, ctx, device_name):
     if t["kernels"] == "triton" and not kernels.can_run(torch.empty(0, device=device)):
         raise RunError(f"train.kernels = 'triton' needs a CUDA device with Triton installed (device is {device}); "
                        f"use --set train.kernels=auto")
+    if t["kernels"] == "cpu":
+        reason = kernels.cpu_cannot_run_reason(torch.empty(0, device=device))
+        if reason:
+            raise RunError(f"{reason}; use --set train.kernels=auto")
     torch.manual_seed(t["seed"])
 
     data = prepare_data(config)
