@@ -127,15 +127,15 @@ def compile_run(run_dir, build_dir, *, lut_size=4, pipeline_every=2, output_ever
                 raise CompileError(f"verification failed: {message}")
             checks["trained_model"] = {"test_samples": 0 if test_bits is None else len(test_bits),
                                        "random_samples": RANDOM_SAMPLES, "equal": True}
+            if reason:
+                checks["trained_model"]["test_split"] = f"unavailable: {reason}"
+            log(f"  golden model == trained model on {len(check_bits)} inputs "
+                f"({checks['trained_model']['test_samples']} test samples)")
             checks["recorded_scores"] = _check_recorded_scores(run_path, info, netlist, test_bits)
             if isinstance(checks["recorded_scores"], dict):
                 log(f"  golden model == the scores dlgn train recorded, on all {len(test_bits)} test samples")
             else:
                 log(f"  note: recorded scores {checks['recorded_scores']}")
-            if reason:
-                checks["trained_model"]["test_split"] = f"unavailable: {reason}"
-            log(f"  golden model == trained model on {len(check_bits)} inputs "
-                f"({checks['trained_model']['test_samples']} test samples)")
     timings["load_seconds"] = round(time.perf_counter() - start, 3)
     report = compile_netlist(netlist, build_dir, lut_size=lut_size, pipeline_every=pipeline_every,
                              output_every=output_every, encoder=encoder, passes=passes, verify=verify,
