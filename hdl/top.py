@@ -22,6 +22,9 @@ class DlgnCore(wiring.Component):
     them on chip. ``pipeline_every = K`` puts a register stage after every K gate levels
     (0: combinational core); ``output_every = S`` one after every S levels of the adder and
     argmax trees (0: combinational). When ``K > 0`` the encoder's bits are registered too.
+    ``popcount`` chooses the group sum's implementation (see :class:`~dlgn.hdl.group_sum.GroupSum`);
+    with a plan (not ``"adder"``) the group sum builds its LUTs with ``lut_cell`` too, and its
+    carry chains with ``carry_chain`` (``dlgn.boards.primitives.carry_chain_for``).
 
     Latency: ``encoder + core + group_sum + argmax`` latencies (see :attr:`latency` and
     :attr:`stage_latencies`), 0 when everything is combinational. ``valid`` travels with each
@@ -47,7 +50,8 @@ class DlgnCore(wiring.Component):
     only the ``valid`` pipeline.
     """
 
-    def __init__(self, in_bits, gates, groups, *, encoding=None, pipeline_every=0, output_every=0, lut_cell=None):
+    def __init__(self, in_bits, gates, groups, *, encoding=None, pipeline_every=0, output_every=0, lut_cell=None,
+                 popcount="adder", carry_chain=None):
         if not isinstance(in_bits, int) or isinstance(in_bits, bool) or in_bits < 1:
             raise TypeError(f"in_bits must be a positive integer, not {in_bits!r}")
         gates = [(tuple(inputs), table) for inputs, table in gates]
@@ -90,7 +94,8 @@ class DlgnCore(wiring.Component):
         else:
             self.encoder = None
         self.core = LogicCore(in_bits, gates, outputs, pipeline_every, lut_cell=lut_cell)
-        self.group_sum = GroupSum(len(outputs), positions, ones, output_every)
+        self.group_sum = GroupSum(len(outputs), positions, ones, output_every, popcount=popcount,
+                                  lut_cell=lut_cell, carry_chain=carry_chain)
         self.argmax = Argmax(len(groups), self.group_sum.score_width, output_every)
 
         ports = {"in_valid": In(1)}
