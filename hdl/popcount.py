@@ -40,11 +40,12 @@ these cells cost more than one LUT4-equivalent per summed bit (the "1/3 LUT4 per
 holds only for a parity): an integer program over the cells of this module (counts per round and
 column, carries conserved; ``bench/popcount_bound.py``) finds 1.61 (100 bits, 7 rounds) and 1.70
 (800 bits, 10 rounds) per bit at best.
-Measured on ECP5, 10 classes x 800 bits (``bench/popcount.py``, LUT4-equivalents per summed bit
-from ``synth_ecp5``, then ``TRELLIS_COMB`` after nextpnr's packing, which adds two ``CCU2C`` to
-every physical carry chain; Fmax at S = 1 / S = 2): the reference adder tree 2.79, 2.88, 232 / 136
-MHz; ``"compressor"`` 2.04, 2.04, 237 / 190 MHz but 2.5 times the adder's flip-flops; ``"chain"``
-1.76, 2.01, 180 / 116 MHz with 0.85 times its flip-flops and about the adder's depth.
+Measured on ECP5, 10 classes x 800 bits, S = 1 (``bench/popcount.py``: LUT4-equivalents per summed
+bit from ``synth_ecp5``, then ``TRELLIS_COMB`` per bit after nextpnr's packing, which adds two
+``CCU2C`` to every physical carry chain; Fmax at S = 1 / S = 2): the reference adder tree 2.79,
+2.87, 232 / 136 MHz; ``"compressor"`` 2.04, 2.04, 246 / 190 MHz, with 2.5 times the adder's
+flip-flops (17 levels); ``"chain"`` 1.76, 2.01, 180 / 116 MHz, with 0.9 times its flip-flops
+(9 levels, the adder's 10).
 
 :func:`plan_class` builds a class's plan; :func:`evaluate_plan` evaluates one on given bits (the
 pure-Python reference the tests compare the hardware against).

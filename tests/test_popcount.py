@@ -212,15 +212,18 @@ def test_generic_chain_simulates_in_icarus(tmp_path):
     run_yosys(VERILOG_SCRIPT.format(il="gs.il", top="gs", v="gs.v"), cwd=tmp_path)
     rows = random_rows(40, 24, seed=5)
     width = dut.score_width
-    expected = [sum((int(row[g].sum()) + o) << (c * width) for c, (g, o) in enumerate(zip(groups, ones))) for row in rows]
+    expected = [sum((int(row[g].sum()) + o) << (c * width) for c, (g, o) in enumerate(zip(groups, ones)))
+                for row in rows]
     words = [sum(int(v) << i for i, v in enumerate(row)) for row in rows]
     n = len(words)
+    vectors = " ".join(f"stim[{k}] = 40'h{w:x}; want[{k}] = {2 * width}'h{e:x};"
+                       for k, (w, e) in enumerate(zip(words, expected)))
     tb = f"""module tb;
   reg clk = 0, rst = 0, in_valid = 0; reg [39:0] in_bits = 0; wire out_valid; wire [{2 * width - 1}:0] out_scores;
   reg [39:0] stim [0:{n - 1}]; reg [{2 * width - 1}:0] want [0:{n - 1}]; integer i = 0, got = 0;
   gs dut(.clk(clk), .rst(rst), .in_valid(in_valid), .in_bits(in_bits), .out_valid(out_valid), .out_scores(out_scores));
   initial begin
-    {" ".join(f"stim[{k}] = 40'h{w:x}; want[{k}] = {2 * width}'h{e:x};" for k, (w, e) in enumerate(zip(words, expected)))}
+    {vectors}
     repeat (3 * {n} + 20) begin
       in_valid = i < {n}; in_bits = i < {n} ? stim[i] : 0; i = i + 1;
       #1 clk = 1; #1 clk = 0;
