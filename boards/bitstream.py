@@ -150,11 +150,7 @@ def build_bitstream(build_dir, board_name, out_dir=None, *, top="uart", freq=Non
         log(f"PLL: {board.clock_mhz:g} MHz -> {clock_mhz:g} MHz")
     divisor = int(round(clock_mhz * 1e6 / BAUD))
 
-    stage = StagedDirectory(final.resolve())
-    try:
-        stage.create()
-    except OSError as e:
-        raise BoardError(f"cannot create {final}: {e.strerror or e}; choose a writable -o") from None
+    stage = StagedDirectory.created(final, BoardError, "-o")
     try:
         return _build_in(stage, final, build, board, top, target, clock_mhz, pll, divisor, lut_primitives,
                          bist_samples, router, seed, verify, log, estimate)

@@ -157,11 +157,7 @@ def compile_netlist(netlist, build_dir, *, lut_size=4, pipeline_every=2, output_
     if final.is_dir() and any(final.iterdir()) and not is_build_dir(final):
         raise CompileError(f"{final} is not empty and is not a dlgn build directory (no {REPORT_FILE}); dlgn compile "
                            f"never replaces it: choose another -o")
-    stage = StagedDirectory(final.resolve())
-    try:
-        stage.create()
-    except OSError as e:
-        raise CompileError(f"cannot create the build directory {final}: {e.strerror or e}; choose a writable -o") from None
+    stage = StagedDirectory.created(final, CompileError, "-o")
     try:
         report = _write_build(netlist, stage.path, lut_size, pipeline_every, output_every, encoder, passes, verify,
                               check_bits, verilog, log, checks, timings, source)

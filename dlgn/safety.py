@@ -94,6 +94,17 @@ class StagedDirectory:
         self.path.mkdir()
         return self.path
 
+    @classmethod
+    def created(cls, final, error, what):
+        """A created staging directory for ``final``, or ``error`` (an exception class) with one
+        line naming ``what`` (the option to change) when it cannot be created."""
+        stage = cls(Path(final).resolve())
+        try:
+            stage.create()
+        except OSError as e:
+            raise error(f"cannot create {final}: {e.strerror or e}; choose a writable {what}") from None
+        return stage
+
     def _remove_abandoned(self):
         """Remove staging directories of ``final`` left by processes that were killed."""
         for kind in ("new", "old"):

@@ -37,7 +37,7 @@ from .encoding import Thermometer
 from .layers import LogicNet
 
 __all__ = ["CheckpointError", "FORMAT", "VERSION", "save_checkpoint", "load_model", "load_training_state",
-           "load_test_scores", "build_model", "atomic_write_text", "is_run_dir", "write_run_marker", "RUN_MARKER",
+           "load_test_scores", "build_model", "is_run_dir", "write_run_marker", "RUN_MARKER",
            "SCORES_FILE"]
 
 FORMAT = "dlgn-checkpoint"
