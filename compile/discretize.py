@@ -43,5 +43,6 @@ def netlist_from_run(run_dir):
     net, encoder, info = load_model(run_dir)
     source = {"run_dir": str(run_dir), "dataset": info["dataset"], "epoch": info["epoch"],
               "feature_max": info["feature_max"],
-              "model": {k: info["config"]["model"][k] for k in ("width", "depth", "gate_inputs", "parametrization")}}
+              "model": dict({k: info["config"]["model"][k] for k in ("width", "depth", "gate_inputs", "parametrization")},
+                            widths=list(net.widths))}
     return netlist_from_model(net, encoder, source), net, encoder, info

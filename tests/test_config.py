@@ -103,3 +103,52 @@ def test_window_must_fit_the_gate():
     with pytest.raises(ConfigError, match="model.window must be at least model.gate_inputs"):
         validate(apply_overrides(load_config(), ["model.wiring=windowed", "model.window=3", "model.gate_inputs=4"]))
     validate(apply_overrides(load_config(), ["model.wiring=windowed", "model.groups=interleaved"]))
+
+
+def test_per_layer_widths_and_gate_inputs(tmp_path):
+    from dlgn.train.config import describe_layers, layer_gate_inputs, layer_widths
+
+    config = validate(apply_overrides(load_config(), ["model.widths=[8000, 4000, 1000]", "model.gate_inputs=[4, 4, 2]"]))
+    assert layer_widths(config["model"]) == [8000, 4000, 1000]
+    assert layer_gate_inputs(config["model"]) == [4, 4, 2]
+    assert describe_layers(config["model"]) == ("8000-4000-1000", "4/4/2")
+    uniform = validate(load_config())
+    assert layer_widths(uniform["model"]) == [16000] * 4 and layer_gate_inputs(uniform["model"]) == [2] * 4
+    assert describe_layers(uniform["model"]) == ("4 x 16000", "2")
+    path = tmp_path / "c.toml"
+    path.write_text(dump_toml(config))
+    assert load_config(path) == config
+    # gate_inputs as a list follows model.depth when widths is not set
+    validate(apply_overrides(load_config(), ["model.depth=2", "model.gate_inputs=[6, 2]"]))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.widths=[]"], r"model.widths must list at least one layer; remove the key"),
+    (["model.widths=[8000, 0, 1000]"], r"model.widths\[1\] must be a positive number of gates, not 0"),
+    (["model.widths=[8000, -5, 1000]"], r"model.widths\[1\] must be a positive number of gates"),
+    (["model.widths=[8000, 1005]"], r"model.widths\[-1\] = 1005 \(the last layer\) must be a multiple of "
+                                    r"fashion-mnist's 10 classes.*try 1000"),
+    (["model.widths=8000"], r"model.widths must be a list of integers, one per layer"),
+    (["model.widths=[8000, 2.5]"], r"model.widths must be a list of integers"),
+    (["model.widths=[true]"], r"model.widths must be a list of integers"),
+    (["model.widths=[800, 800]", "model.gate_inputs=[4, 4, 2]"],
+     r"model.gate_inputs lists 3 layers but model.widths gives 2"),
+    (["model.depth=2", "model.gate_inputs=[4]"], r"model.gate_inputs lists 1 layers but model.depth gives 2"),
+    (["model.widths=[800, 800]", "model.gate_inputs=[4, 7]"], r"model.gate_inputs must be 1..6"),
+    (["model.widths=[800, 800]", "model.gate_inputs=[]"], r"model.gate_inputs must list at least one layer"),
+    (["model.parametrization=op", "model.gate_inputs=[2, 2, 4, 2]"], r"two-input gates only"),
+])
+def test_bad_widths_are_refused(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(apply_overrides(load_config(), overrides))
+
+
+def test_bad_widths_one_line_through_the_command(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "dlgn", "train", "--set", "model.widths=[1000, 0]",
+                           "--out", str(tmp_path / "r")], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "model.widths[1] must be a positive" in proc.stderr
+    assert not (tmp_path / "r").exists()

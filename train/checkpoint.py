@@ -101,7 +101,7 @@ def build_model(config, in_bits, classes):
         in_bits, classes, m["width"], m["depth"], gate_inputs=m["gate_inputs"],
         parametrization=m["parametrization"], estimator=m["estimator"], init=m["init"], wiring=m["wiring"],
         tau=m["tau"] or None, seed=t["seed"], gumbel=t["gumbel"], gumbel_tau=t["gumbel_tau"],
-        kernels=t["kernels"], window=m["window"], groups=m["groups"],
+        kernels=t["kernels"], window=m["window"], groups=m["groups"], widths=m.get("widths") or None,
     )
 
 

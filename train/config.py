@@ -16,7 +16,8 @@ from .functional import ESTIMATORS, GROUP_LAYOUTS
 from .layers import INITS, KERNELS, PARAMETRIZATIONS
 from .wiring import WIRINGS
 
-__all__ = ["ConfigError", "DEFAULTS", "load_config", "apply_overrides", "validate", "dump_toml", "flatten"]
+__all__ = ["ConfigError", "DEFAULTS", "load_config", "apply_overrides", "validate", "dump_toml", "flatten",
+           "layer_widths", "layer_gate_inputs", "describe_layers"]
 
 
 class ConfigError(Exception):
@@ -35,7 +36,8 @@ DEFAULTS = {
     "model": {
         "width": 16000,
         "depth": 4,
-        "gate_inputs": 2,
+        "widths": [],  # gates per layer, e.g. [8000, 8000, 2000]; set, it overrides width and depth
+        "gate_inputs": 2,  # or a list, one per layer
         "parametrization": "iwp",
         "estimator": "sin01",
         "init": "residual",
@@ -90,7 +92,25 @@ def _unknown(key):
     return ConfigError(f"unknown config key {key!r}{hint}")
 
 
+#: keys that take a list of positive integers (``model.gate_inputs`` also takes a single one)
+INT_LIST_KEYS = {"model.widths", "model.gate_inputs"}
+
+
+def _int_list(key, value):
+    if not value:
+        hint = "; remove the key to use model.width x model.depth" if key == "model.widths" else ""
+        raise ConfigError(f"{key} must list at least one layer{hint}")
+    bad = [v for v in value if isinstance(v, bool) or not isinstance(v, int)]
+    if bad:
+        raise ConfigError(f"{key} must be a list of integers, one per layer, not {value!r}")
+    return list(value)
+
+
 def _coerce(key, value, default):
+    if key in INT_LIST_KEYS and isinstance(value, list):
+        return _int_list(key, value)
+    if isinstance(default, list):
+        raise ConfigError(f"{key} must be a list of integers, one per layer, e.g. [8000, 8000, 2000], not {value!r}")
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value
@@ -167,8 +187,29 @@ def apply_overrides(config, items):
     return config
 
 
+def layer_widths(model):
+    """Gates per layer of a ``[model]`` table: ``model.widths``, or ``model.depth`` times ``model.width``."""
+    widths = model.get("widths") or []
+    return list(widths) if widths else [model["width"]] * model["depth"]
+
+
+def layer_gate_inputs(model):
+    """Inputs per gate of each layer: ``model.gate_inputs`` repeated, or its list."""
+    n = model["gate_inputs"]
+    return list(n) if isinstance(n, list) else [n] * len(layer_widths(model))
+
+
+def describe_layers(model):
+    """``"3 x 8000"`` for uniform layers, ``"8000-8000-2000"`` otherwise, with the gate inputs."""
+    widths, inputs = layer_widths(model), layer_gate_inputs(model)
+    shape = f"{len(widths)} x {widths[0]}" if len(set(widths)) == 1 else "-".join(map(str, widths))
+    n = f"{inputs[0]}" if len(set(inputs)) == 1 else "/".join(map(str, inputs))
+    return shape, n
+
+
 def validate(config):
     """Check values against each other; returns ``config``."""
+    _validate_layers(config["model"])
     flat = flatten(config)
     for key, choices in CHOICES.items():
         if flat[key] not in choices:
@@ -181,12 +222,14 @@ def validate(config):
     for key in ("data.train_subset", "train.threads", "model.tau", "train.weight_decay", "train.seed"):
         if flat[key] < 0:
             raise ConfigError(f"{key} must not be negative, not {flat[key]!r}")
-    if not 1 <= flat["model.gate_inputs"] <= 6:
-        raise ConfigError(f"model.gate_inputs must be 1..6 (a native FPGA LUT), not {flat['model.gate_inputs']!r}")
-    if flat["model.parametrization"] == "op" and flat["model.gate_inputs"] != 2:
+    inputs = layer_gate_inputs(config["model"])
+    for n in inputs:
+        if not 1 <= n <= 6:
+            raise ConfigError(f"model.gate_inputs must be 1..6 (a native FPGA LUT), not {flat['model.gate_inputs']!r}")
+    if flat["model.parametrization"] == "op" and set(inputs) != {2}:
         raise ConfigError("model.parametrization = 'op' has two-input gates only: set model.gate_inputs = 2")
-    if flat["model.wiring"] == "windowed" and flat["model.window"] < flat["model.gate_inputs"]:
-        raise ConfigError(f"model.window must be at least model.gate_inputs ({flat['model.gate_inputs']}) "
+    if flat["model.wiring"] == "windowed" and flat["model.window"] < max(inputs):
+        raise ConfigError(f"model.window must be at least model.gate_inputs ({max(inputs)}) "
                           f"with model.wiring = 'windowed', not {flat['model.window']}")
     if flat["model.parametrization"] == "iwp" and flat["train.weight_decay"] > 0:
         raise ConfigError(
@@ -219,14 +262,36 @@ def _check_against_dataset(flat):
         raise ConfigError(f"data.thresholds = {flat['data.thresholds']} is more than {flat['data.name']}'s features "
                           f"allow (values 0..{feature_max}: at most {feature_max} distinct integer thresholds); "
                           f"use data.thresholds <= {feature_max}")
-    width = flat["model.width"]
+    widths = flat["model.widths"]
+    width = widths[-1] if widths else flat["model.width"]
+    key = "model.widths[-1]" if widths else "model.width"
     if width % classes:
         lower = max(classes, width // classes * classes)
-        raise ConfigError(f"model.width = {width} (the last layer) must be a multiple of {flat['data.name']}'s "
+        raise ConfigError(f"{key} = {width} (the last layer) must be a multiple of {flat['data.name']}'s "
                           f"{classes} classes, one equal group of gates per class: try {lower}")
 
 
+def _validate_layers(model):
+    widths = model.get("widths") or []
+    if widths:
+        if isinstance(widths, list):
+            _int_list("model.widths", widths)
+        for i, w in enumerate(widths):
+            if w <= 0:
+                raise ConfigError(f"model.widths[{i}] must be a positive number of gates, not {w!r}")
+    n = model["gate_inputs"]
+    if isinstance(n, list):
+        _int_list("model.gate_inputs", n)
+        layers = len(layer_widths(model))
+        if len(n) != layers:
+            source = "model.widths" if widths else "model.depth"
+            raise ConfigError(f"model.gate_inputs lists {len(n)} layers but {source} gives {layers}: "
+                              f"list one value per layer, or give a single number")
+
+
 def _toml_value(value):
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
@@ -238,6 +303,7 @@ def dump_toml(config):
     lines = []
     for section, values in config.items():
         lines.append(f"[{section}]")
-        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
+        # an empty list (model.widths unset) is left out: TOML has no "unset", and [] is refused
+        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items() if value != [])
         lines.append("")
     return "\n".join(lines)

@@ -145,36 +145,49 @@ class LogicLayer(nn.Module):
 
 
 class LogicNet(nn.Module):
-    """Thermometer bits -> ``depth`` logic layers of ``width`` gates -> group sum.
+    """Thermometer bits -> logic layers -> group sum.
 
-    ``forward`` returns class logits (group sums divided by ``tau``); :meth:`scores` returns the
-    discrete integer popcounts per class that the hardware computes.
+    The layers are ``depth`` layers of ``width`` gates, or one layer per entry of ``widths``
+    (which then overrides both); ``gate_inputs`` is one number or one per layer. ``forward``
+    returns class logits (group sums divided by ``tau``, by default ``sqrt(last width /
+    classes)``); :meth:`scores` returns the discrete integer popcounts per class that the
+    hardware computes.
     """
 
     def __init__(self, in_bits, classes, width, depth, gate_inputs=2, parametrization="iwp",
                  estimator="sin01", init="residual", wiring="random", tau=None, seed=0,
-                 gumbel=False, gumbel_tau=1.0, kernels="auto", window=64, groups="contiguous"):
+                 gumbel=False, gumbel_tau=1.0, kernels="auto", window=64, groups="contiguous", widths=None):
         super().__init__()
         if groups not in F.GROUP_LAYOUTS:
             raise ValueError(f"groups must be one of {F.GROUP_LAYOUTS}, not {groups!r}")
-        if depth < 1:
-            raise ValueError(f"depth must be at least 1, not {depth!r}")
-        if width % classes:
+        if widths:
+            widths = [int(w) for w in widths]
+            if min(widths) < 1:
+                raise ValueError(f"every layer needs at least one gate, not widths={widths!r}")
+        else:
+            if depth < 1:
+                raise ValueError(f"depth must be at least 1, not {depth!r}")
+            widths = [width] * depth
+        inputs = list(gate_inputs) if isinstance(gate_inputs, (list, tuple)) else [gate_inputs] * len(widths)
+        if len(inputs) != len(widths):
+            raise ValueError(f"gate_inputs lists {len(inputs)} layers, the network has {len(widths)}")
+        if widths[-1] % classes:
             raise ValueError(
-                f"model.width {width} must be a multiple of the {classes} classes "
-                f"(try {max(classes, width // classes * classes)})"
+                f"the last layer's {widths[-1]} gates must be a multiple of the {classes} classes "
+                f"(try {max(classes, widths[-1] // classes * classes)})"
             )
         self.in_bits = in_bits
         self.classes = classes
         self.group_layout = groups
-        self.tau = float(tau) if tau else F.default_tau(width, classes)
+        self.widths = widths
+        self.tau = float(tau) if tau else F.default_tau(widths[-1], classes)
         layers = []
         features = in_bits
-        for i in range(depth):
-            layers.append(LogicLayer(features, width, gate_inputs, parametrization, estimator, init,
+        for i, (gates, n) in enumerate(zip(widths, inputs)):
+            layers.append(LogicLayer(features, gates, n, parametrization, estimator, init,
                                      wiring, seed=seed * 1000 + i, gumbel=gumbel, gumbel_tau=gumbel_tau,
                                      kernels=kernels, window=window))
-            features = width
+            features = gates
         self.layers = nn.ModuleList(layers)
 
     def set_noise_generator(self, generator):

@@ -18,7 +18,7 @@ from . import functional as F
 from . import kernels
 from .checkpoint import (CONFIG_FILE, RUN_MARKER, STATE_FILE, build_model, is_run_dir, load_model, load_training_state,
                          save_checkpoint, write_run_marker)
-from .config import RESUMABLE, ConfigError, flatten, validate
+from .config import RESUMABLE, ConfigError, describe_layers, flatten, validate
 from .data import load_dataset
 from .encoding import Thermometer
 
@@ -430,10 +430,11 @@ def write_summary(out, config, net, state, data, device, ctx):
     }
     atomic_write_text(Path(out) / "summary.json", json.dumps(summary, indent=1) + "\n")
     m = config["model"]
+    shape, n_inputs = describe_layers(m)
     procs = f" x {summary['world_size']} processes ({summary['distributed_backend']})" if summary["world_size"] > 1 else ""
     text = (
-        f"dlgn run: {data.name}, {m['depth']} x {m['width']} {m['parametrization'].upper()} gates "
-        f"({m['gate_inputs']} inputs, {m['estimator']}, {m['init']} init), {net.in_bits} input bits\n"
+        f"dlgn run: {data.name}, {shape} {m['parametrization'].upper()} gates "
+        f"({n_inputs} inputs, {m['estimator']}, {m['init']} init), {net.in_bits} input bits\n"
         f"epochs {state['epoch']}, steps {state['step']}, {state['seconds']:.0f} s on {device}"
         f"{procs}, "
         f"batch {summary['global_batch_size']}\n"
@@ -466,9 +467,8 @@ def plot_curves(path, history, config):
     ax_acc.legend()
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
-    m = config["model"]
-    fig.suptitle(f"{config['data']['name']}: {m['depth']} x {m['width']} {m['parametrization']} "
-                 f"n={m['gate_inputs']}")
+    shape, n_inputs = describe_layers(config["model"])
+    fig.suptitle(f"{config['data']['name']}: {shape} {config['model']['parametrization']} n={n_inputs}")
     fig.tight_layout()
     try:
         with atomic_file(path) as tmp:
