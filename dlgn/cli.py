@@ -27,12 +27,40 @@ def _cmd_train(args):
         raise UsageError("pass --out RUN_DIR (where the run is written), or --resume RUN_DIR")
     config = apply_overrides(load_config(args.config), args.set)
     overrides = {parse_override(item)[0] for item in args.set or ()}
+    if args.fit:
+        if args.resume:
+            raise UsageError("--fit sizes a new run; a resumed run keeps its widths")
+        _fit(config, args)
+    elif args.fit_top or args.fit_margin is not None:
+        raise UsageError("--fit-top and --fit-margin go with --fit BOARD")
     summary = train(config, args.resume or args.out, force=args.force, resume=bool(args.resume), overrides=overrides)
     if summary is None:  # a non-zero rank under torchrun: rank 0 reports
         return
     out = args.resume or args.out
     print(f"wrote {out}: test accuracy {100 * summary['test_acc_discrete']:.2f}% discrete, "
           f"{100 * summary['test_acc_soft']:.2f}% soft, {summary['train_seconds']:.0f} s")
+
+
+def _fit(config, args):
+    from dlgn.boards.errors import BoardError
+    from dlgn.train.config import validate
+    from dlgn.train.fit import DEFAULT_MARGIN, fit_config
+
+    validate(config)
+    thresholds = None
+    if config["data"]["encoding"] != "uniform":  # the thresholds come from the training data
+        from dlgn.train.data import DATASET_INFO, load_dataset
+        from dlgn.train.encoding import Thermometer
+
+        d = config["data"]
+        data = load_dataset(d["name"], d["data_dir"] or None, d["val_fraction"], config["train"]["seed"])
+        thresholds = Thermometer.fit(data.x_train, d["thresholds"], d["encoding"],
+                                     DATASET_INFO[d["name"]]["feature_max"]).thresholds
+    margin = DEFAULT_MARGIN if args.fit_margin is None else args.fit_margin
+    try:
+        fit_config(config, args.fit, top=args.fit_top or "uart", margin=margin, thresholds=thresholds)
+    except BoardError as e:
+        raise UsageError(str(e)) from None
 
 
 def _cmd_compile(args):
@@ -76,6 +104,11 @@ def build_parser():
     p.add_argument("--out", metavar="RUN_DIR", help="run directory to create")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     p.add_argument("--force", action="store_true", help="replace an existing RUN_DIR")
+    p.add_argument("--fit", metavar="BOARD", help="scale the layer widths (model.widths) so that the design fits "
+                   "BOARD (e.g. ulx3s-25f, icebreaker) by the compiler's estimate, with a margin")
+    p.add_argument("--fit-top", choices=("uart", "bist"), help="the board top --fit sizes for (default: uart)")
+    p.add_argument("--fit-margin", type=float, metavar="SHARE",
+                   help="share of the board's logic cells --fit leaves free (default: 0.2)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("compile", help="turn a trained run into a netlist, Verilog and RTLIL",

@@ -190,3 +190,42 @@ def test_per_layer_widths_train_compile_golden_sim(tmp_path):
     assert report["mismatches"] == 0 and report["mismatches_vs_trained"] == 0
     summary = json.loads((run / "summary.json").read_text())
     assert report["passed"] and report["sim_accuracy"] == pytest.approx(summary["test_acc_discrete"])
+
+
+def test_fit_sizes_the_model_for_a_board(tmp_path, capsys):
+    """`dlgn train --fit BOARD` scales the widths to the board; the trained model's compiled
+    estimate stays below the untrained one that the fit used (every gate counted)."""
+    from dlgn.boards.targets import get_board
+    from dlgn.compile.estimate import design_estimate
+    from dlgn.train.config import load_config
+
+    run, build = tmp_path / "r", tmp_path / "b"
+    assert main(["train", str(ROOT / "configs" / "digits.toml"), "--fit", "icebreaker", "--fit-margin", "0.3",
+                 "--set", "model.widths=[400, 400, 100]", "--set", "train.epochs=2", "--out", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "fit to icebreaker (5280 logic cells, uart top, margin 30%): model.widths = [" in out
+    widths = load_config(run / "config.toml")["model"]["widths"]
+    assert len(widths) == 3 and widths[-1] % 10 == 0 and widths[0] == widths[1]
+    assert widths[0] / widths[2] == pytest.approx(4, rel=0.05)  # the shape is kept, the scale fitted
+    fitted = int(out.split("estimated ")[1].split()[0])
+    capacity = get_board("icebreaker").lut4
+    assert 0.6 * capacity < fitted <= 0.7 * capacity
+    assert main(["compile", str(run), "--out", str(build), "--encoder", "--no-verilog"]) == 0
+    report = json.loads((build / "compile_report.json").read_text())
+    assert design_estimate(report, "ice40", "uart")["total"] <= fitted
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--fit", "ulx3s-99f"], "unknown board 'ulx3s-99f'"),
+    (["--fit", "icebreaker", "--fit-margin", "1.5"], "--fit-margin must be in [0, 1)"),
+    (["--fit-top", "bist"], "--fit-top and --fit-margin go with --fit BOARD"),
+    (["--fit", "icebreaker", "--set", "data.name=fashion-mnist", "--set", "data.thresholds=200"],
+     "no 1000-1000 network fits icebreaker"),
+])
+def test_fit_errors_are_one_line(tmp_path, args, message):
+    proc = subprocess.run([sys.executable, "-m", "dlgn", "train", "--set", "data.name=digits", "--set",
+                           "data.thresholds=3", "--set", "model.width=1000", "--set", "model.depth=2", *args,
+                           "--out", str(tmp_path / "r")], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert not (tmp_path / "r").exists()

@@ -1,0 +1,125 @@
+"""Size a model for a board before training: ``dlgn train CONFIG --fit BOARD``.
+
+The widths of ``model.widths`` (or ``model.depth`` x ``model.width``) are scaled by one common
+factor, the last layer kept a multiple of the classes, until the compiler's board estimate
+(:func:`dlgn.compile.estimate.design_estimate`: encoder, gate network, group sum, argmax, I/O,
+the coefficients fitted to real builds) of the *untrained* network fills the board's logic
+cells up to ``1 - margin``. The untrained network is the upper bound of what compiling the
+trained one gives: every gate counted as a LUT (the compiler's passes only remove and merge gates)
+and every input bit read by the encoder. ``dlgn compile`` then reports the trained model's own
+estimate, and ``dlgn bitstream`` checks it against the device again before synthesis.
+"""
+
+import math
+
+from .config import ConfigError, layer_gate_inputs, layer_widths
+
+__all__ = ["FitError", "fit_config", "untrained_estimate", "DEFAULT_MARGIN"]
+
+#: share of the device's logic cells left free (placement and routing need room: nextpnr's
+#: routing of dense random logic fails well before 100 %)
+DEFAULT_MARGIN = 0.2
+_LUT_SIZE = {"ecp5": 4, "ice40": 4}
+
+
+class FitError(ConfigError):
+    """No model of this shape fits the board; the message says what to change."""
+
+
+def untrained_estimate(widths, gate_inputs, classes, groups, thresholds, family, top, feature_width=8):
+    """The board estimate of a network of these ``widths`` (see the module doc) as
+    :func:`~dlgn.compile.estimate.design_estimate` returns it; ``thresholds`` is the encoder's
+    ``[features, T]`` table."""
+    from dlgn.compile.estimate import design_estimate, encoder_size
+    from dlgn.compile.netlist import InputEncoding, Netlist
+    from dlgn.hdl.group_sum import GroupSum
+
+    from .functional import class_groups
+
+    lut_size = _LUT_SIZE[family]
+    core = sum(w * (1 << max(0, n - lut_size)) for w, n in zip(widths, gate_inputs))
+    encoding = InputEncoding.from_thresholds(thresholds, feature_width)
+    in_bits = len(encoding.bits)
+    # every input bit read: a netlist whose one group lists all of them
+    reading = Netlist(in_bits, [], [[2 + i for i in range(in_bits)]], encoding)
+    group_sum = GroupSum(widths[-1], class_groups(widths[-1], classes, groups))
+    report = {
+        "classes": classes,
+        "estimated_luts": core,
+        "gates": sum(widths),
+        "group_sum_adder_bits": group_sum.adder_bits,
+        "score_width": group_sum.score_width,
+        "in_bits": in_bits,
+        "encoder_size": encoder_size(reading),
+        "flip_flops": 0,
+    }
+    return design_estimate(report, family, top)
+
+
+def _scaled(widths, factor, classes):
+    out = [max(1, round(w * factor)) for w in widths[:-1]]
+    out.append(max(classes, round(widths[-1] * factor / classes) * classes))
+    return out
+
+
+def fit_config(config, board_name, *, top="uart", margin=DEFAULT_MARGIN, thresholds=None, log=print):
+    """Set ``config["model"]["widths"]`` so the design fills ``board_name`` up to ``1 - margin``;
+    returns ``(widths, estimate, board)``. ``thresholds``: the encoder's table (by default the
+    uniform thresholds of the config; pass the fitted ones for quantile encodings)."""
+    import numpy as np
+
+    from dlgn.boards.targets import get_board
+    from dlgn.compile.estimate import COEFFICIENTS
+
+    from .data import DATASET_INFO
+    from .encoding import Thermometer
+
+    board = get_board(board_name)
+    if board.family not in COEFFICIENTS:
+        raise FitError(f"the board estimate knows no {board.family} devices")
+    if not 0 <= margin < 1:
+        raise FitError(f"--fit-margin must be in [0, 1), not {margin!r}")
+    m, d = config["model"], config["data"]
+    info = DATASET_INFO[d["name"]]
+    classes = info["classes"]
+    if thresholds is None:
+        features = _features(d["name"])
+        thresholds = Thermometer.fit(np.zeros((1, features), dtype=np.uint8), d["thresholds"], "uniform",
+                                     info["feature_max"]).thresholds
+    base, inputs = layer_widths(m), layer_gate_inputs(m)
+    budget = board.lut4 * (1 - margin)
+
+    def total(factor):
+        widths = _scaled(base, factor, classes)
+        return widths, untrained_estimate(widths, inputs, classes, m["groups"], thresholds, board.family, top)
+
+    widths, estimate = total(1e-9)  # the smallest network of this shape: one gate per layer, one per class
+    if estimate["total"] > budget:
+        fixed = {k: v for k, v in estimate.items() if k not in ("total", "core")}
+        raise FitError(
+            f"no {'-'.join(map(str, base))} network fits {board.name} ({board.lut4} logic cells, margin "
+            f"{margin:.0%}): the smallest one needs ~{estimate['total']} ({', '.join(f'{k} {v}' for k, v in fixed.items())}); "
+            f"use fewer data.thresholds, the bist top, or a larger board")
+    low, high = 1e-9, 1.0
+    while total(high)[1]["total"] <= budget:  # grow until it no longer fits
+        low, high = high, high * 2
+    for _ in range(40):
+        mid = math.sqrt(low * high) if low > 1e-6 else (low + high) / 2
+        if total(mid)[1]["total"] <= budget:
+            low = mid
+        else:
+            high = mid
+    widths, estimate = total(low)
+    m["widths"] = widths
+    if isinstance(m["gate_inputs"], list):
+        m["gate_inputs"] = inputs
+    log(f"fit to {board.name} ({board.lut4} logic cells, {top} top, margin {margin:.0%}): model.widths = {widths}, "
+        f"estimated {estimate['total']} cells before training (core {estimate['core']}, group sum "
+        f"{estimate['group_sum']}, encoder {estimate['encoder']}, I/O {estimate['io']}, argmax {estimate['argmax']})")
+    return widths, estimate, board
+
+
+def _features(name):
+    """Raw features of a dataset (known without loading it)."""
+    known = {"fashion-mnist": 784, "mnist": 784, "cifar10": 3072, "cifar100": 3072, "digits": 64, "breast-cancer": 30}
+    return known[name]
