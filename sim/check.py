@@ -20,7 +20,8 @@ from dlgn.safety import atomic_write_text
 
 from .errors import SimError
 from .post_synth import NETLIST_NAME, ecp5_cell_models, synthesize_ecp5
-from .runner import check_simulator, run_cocotb
+from .replay import load_vectors, prepend_vectors
+from .runner import check_simulator, default_simulator, run_cocotb
 from .vectors import first_mismatch, make_stimulus, port_bytes
 
 __all__ = ["simulate_build", "REPORT_FILE", "POST_SYNTH_REPORT_FILE", "REPORT_KEYS", "DEFAULT_RANDOM_SAMPLES"]
@@ -50,25 +51,29 @@ def _accuracy(classes, labels):
     return float((np.asarray(classes) == labels).mean()) if len(labels) else None
 
 
-def simulate_build(build_dir, *, samples=None, random_samples=DEFAULT_RANDOM_SAMPLES, simulator="icarus",
-                   post_synth=False, run_dir=None, jobs=None, seed=0, log=print):
+def simulate_build(build_dir, *, samples=None, random_samples=DEFAULT_RANDOM_SAMPLES, simulator=None,
+                   post_synth=False, run_dir=None, jobs=None, seed=0, vectors=None, log=print):
     """Simulate ``build_dir`` and check it against the golden model; returns the report dict.
 
     ``samples``: how many test samples (``None``: the whole test set, ``0``: none);
-    ``random_samples``: random inputs after them; ``run_dir``: the trained run (default: the one
-    recorded by ``dlgn compile``); ``jobs``: simulator processes (default: one per core when
-    there are enough samples). Raises :class:`SimError` naming the first mismatching sample,
-    class and stage when anything differs; the report is written either way."""
+    ``random_samples``: random inputs after them; ``simulator``: ``"verilator"``, ``"icarus"``
+    or ``None`` (Verilator when it works, else Icarus); ``run_dir``: the trained run (default:
+    the one recorded by ``dlgn compile``); ``jobs``: simulator processes (default: one per core
+    when there are enough samples); ``vectors``: a vector file (:mod:`dlgn.sim.replay`, e.g. the
+    counterexample of ``dlgn prove``) simulated instead of the test set. Raises
+    :class:`SimError` naming the first mismatching sample, class and stage when anything
+    differs; the report is written either way."""
     for name, value in (("--samples", samples), ("--random", random_samples), ("--jobs", jobs)):
         if value is not None and (not isinstance(value, int) or value < 0 or (name == "--jobs" and value < 1)):
             raise SimError(f"{name} must be a {'positive' if name == '--jobs' else 'non-negative'} integer, "
                            f"not {value!r}")
-    if post_synth and simulator != "icarus":
-        raise SimError("--post-synth runs on Icarus only: cocotb builds Verilator models with --public-flat-rw, and "
-                       "for a netlist of ECP5 cell instances that C++ build took over 10 minutes even for a "
-                       "244-gate core; drop --simulator")
+    if vectors is not None and samples not in (None, 0):
+        raise SimError("--vectors replaces the test set; drop --samples")
+    simulator = default_simulator() if simulator is None else simulator
     check_simulator(simulator)
     build = load_build(Path(build_dir).resolve())  # the simulator runs in its own working directory
+    if vectors is not None:
+        samples = 0
     try:
         run = find_run_dir(build, run_dir)
     except BuildDirError:
@@ -79,14 +84,18 @@ def simulate_build(build_dir, *, samples=None, random_samples=DEFAULT_RANDOM_SAM
         raise SimError(f"cannot find the trained run of {build.path}: it was compiled from a netlist file, so the "
                        f"test set is unknown; pass --run RUN_DIR, or --samples 0 to simulate random inputs only")
     stimulus, trained, full = make_stimulus(build, run, samples, random_samples, seed)
+    if vectors is not None:
+        stimulus = prepend_vectors(build, stimulus, load_vectors(vectors, build))
     if not len(stimulus):
         raise SimError("nothing to simulate: --samples 0 and --random 0")
     labels = stimulus.labels
-    whole_test_set = run is not None and stimulus.test_samples == full
-    golden_accuracy = _accuracy(stimulus.expected_classes[:stimulus.test_samples], labels)
+    whole_test_set = run is not None and vectors is None and stimulus.test_samples == full
+    golden_accuracy = None if vectors is not None else _accuracy(stimulus.expected_classes[:stimulus.test_samples],
+                                                                 labels)
+    first = (f"{stimulus.test_samples} vectors from {vectors}" if vectors is not None else
+             f"{stimulus.test_samples} test samples{' (the whole test set)' if whole_test_set else ''}")
     log(f"{build.path}: {build.netlist.in_bits} input bits, {len(build.netlist.gates)} gates, "
-        f"latency {build.latency} cycles; {stimulus.test_samples} test samples"
-        f"{' (the whole test set)' if whole_test_set else ''} + {stimulus.random_samples} random inputs")
+        f"latency {build.latency} cycles; {first} + {stimulus.random_samples} random inputs")
 
     report_name = POST_SYNTH_REPORT_FILE if post_synth else REPORT_FILE
     extra = {}
@@ -104,23 +113,27 @@ def simulate_build(build_dir, *, samples=None, random_samples=DEFAULT_RANDOM_SAM
 
     log(f"  simulating with {simulator} ...")
     result = run_cocotb(build, stimulus, port_bytes(build, stimulus), work_dir, simulator=simulator, sources=sources,
-                        includes=includes, defines=defines, jobs=jobs, gaps=_random_gaps(stimulus, seed), stage=stage)
+                        includes=includes, defines=defines, jobs=jobs, gaps=_random_gaps(stimulus, seed), stage=stage,
+                        seed=seed)
     scores, classes, seconds = result.scores, result.classes, result.seconds
 
     total = len(stimulus)
     mismatch = first_mismatch(stimulus.expected_scores, stimulus.expected_classes, scores, classes, stage,
-                              stimulus.test_samples)
+                              stimulus.test_samples, first_label=stimulus.first_label)
     if scores.shape == stimulus.expected_scores.shape:
         mismatches = int(((scores != stimulus.expected_scores).any(axis=1)
                           | (classes != stimulus.expected_classes)).sum())
     else:
         mismatches = total
-    sim_accuracy = _accuracy(classes[:stimulus.test_samples], labels) if len(classes) == total else None
+    sim_accuracy = (_accuracy(classes[:stimulus.test_samples], labels)
+                    if len(classes) == total and vectors is None else None)
 
     failures = list(result.problems)
     if mismatch and mismatch not in failures:
         failures.insert(0, mismatch)
     references = ["golden model (netlist.json), every sample"]
+    if vectors is not None:
+        references.append(f"vectors of {vectors} ({stimulus.test_samples}), golden model's scores")
     trained_scores = stimulus.trained_scores
     mismatches_vs_trained = None
     if trained_scores is not None:
@@ -134,7 +147,7 @@ def simulate_build(build_dir, *, samples=None, random_samples=DEFAULT_RANDOM_SAM
             failures.insert(0, f"{golden_vs_trained}: the netlist side differs from the trained model")
         if len(scores) == total:
             mismatches_vs_trained = int((scores[:n] != trained_scores).any(axis=1).sum())
-    elif run is not None and stimulus.test_samples:
+    elif run is not None and stimulus.test_samples and vectors is None:
         references.append("trained model: whole-test-set accuracy only (the run recorded no per-sample scores)")
     if whole_test_set:
         correct_trained = round(trained * full)
@@ -165,11 +178,15 @@ def simulate_build(build_dir, *, samples=None, random_samples=DEFAULT_RANDOM_SAM
         "simulator": simulator,
         "jobs": result.jobs,
         "latency_cycles": build.latency,
+        "vectors_file": str(vectors) if vectors is not None else None,
         "seconds": round(seconds, 3),
         "compile_seconds": round(result.compile_seconds, 3),
+        "build_seconds": round(result.compile_seconds, 3),
         "stream_seconds": round(result.stream_seconds, 3),
         "simulator_cpu_seconds": round(result.cpu_seconds, 3),
         "samples_per_second": round(total / seconds, 2) if seconds > 0 else None,
+        "stream_samples_per_second": (round(total / result.stream_seconds, 2) if result.stream_seconds > 0
+                                      else None),
         "passed": not failures,
         "first_failure": failures[0] if failures else None,
         **extra,
@@ -184,6 +201,7 @@ def simulate_build(build_dir, *, samples=None, random_samples=DEFAULT_RANDOM_SAM
            f", accuracy {100 * sim_accuracy:.2f}% on the first {stimulus.test_samples} test samples"
            if sim_accuracy is not None else "")
     log(f"  all {total} samples: scores and class equal the golden model{acc}; "
-        f"{report['samples_per_second']} samples/s ({seconds:.1f} s, {result.jobs} simulator processes)")
+        f"{report['samples_per_second']} samples/s ({seconds:.1f} s, {result.jobs} simulator processes; "
+        f"build {result.compile_seconds:.1f} s, streaming {report['stream_samples_per_second']} samples/s)")
     log(f"wrote {report_path}")
     return report

@@ -20,7 +20,7 @@ from .errors import SimError
 __all__ = ["Stimulus", "make_stimulus", "port_bytes", "write_vectors", "read_vectors", "first_mismatch",
            "describe_index", "VECTORS_FORMAT"]
 
-VECTORS_FORMAT = "dlgn-sim-vectors-1"
+VECTORS_FORMAT = "dlgn-sim-vectors-2"
 
 
 @dataclass
@@ -39,6 +39,8 @@ class Stimulus:
     expected_scores: np.ndarray
     expected_classes: np.ndarray
     trained_scores: "np.ndarray | None" = None
+    #: how the first ``test_samples`` samples are named in messages ("vector" for a ``--vectors`` file)
+    first_label: str = "test sample"
 
     def __len__(self):
         return len(self.bits)
@@ -97,20 +99,20 @@ def port_bytes(build, stimulus):
     return np.packbits(bits, axis=1, bitorder="little")
 
 
-def write_vectors(path, build, stimulus, values, start, stop, gaps=None):
-    """Write samples ``start:stop`` for the testbench: port values, expected scores and classes,
-    idle cycles before each sample (``gaps``, default none) and what the testbench needs to know
-    about the core."""
-    count = stop - start
-    gaps = np.zeros(count, dtype=np.int32) if gaps is None else np.asarray(gaps, dtype=np.int32)[start:stop]
+def write_vectors(path, build, stimulus, start, stop, sample_cycles):
+    """Write what the testbench checks samples ``start:stop`` against: expected scores and
+    classes, the cycle (from the first stimulus word) each sample is presented in
+    (``sample_cycles``, from :func:`dlgn.sim.harness.write_harness_vectors`) and what the
+    testbench needs to know about the core."""
     meta = {
         "format": VECTORS_FORMAT, "input_port": build.input_port, "latency": build.latency,
         "classes": build.classes, "score_width": build.score_width, "first_index": start,
-        "test_samples": stimulus.test_samples,
+        "test_samples": stimulus.test_samples, "first_label": stimulus.first_label,
     }
-    np.savez(path, meta=np.array(json.dumps(meta)), values=values[start:stop],
+    np.savez(path, meta=np.array(json.dumps(meta)),
              expected_scores=stimulus.expected_scores[start:stop].astype(np.int64),
-             expected_classes=stimulus.expected_classes[start:stop].astype(np.int64), gaps=gaps)
+             expected_classes=stimulus.expected_classes[start:stop].astype(np.int64),
+             sample_cycles=np.asarray(sample_cycles, dtype=np.int64))
 
 
 def read_vectors(path):
@@ -123,14 +125,16 @@ def read_vectors(path):
     return meta, arrays
 
 
-def describe_index(index, test_samples):
-    """How sample ``index`` is named in messages: its place in the test set or among the random inputs."""
+def describe_index(index, test_samples, first_label="test sample"):
+    """How sample ``index`` is named in messages: its place in the test set (or, with
+    ``first_label``, among the vectors of a ``--vectors`` file) or among the random inputs."""
     if index < test_samples:
-        return f"test sample {index}"
+        return f"{first_label} {index}"
     return f"random sample {index - test_samples}"
 
 
-def first_mismatch(expected_scores, expected_classes, scores, classes, stage, test_samples, first_index=0):
+def first_mismatch(expected_scores, expected_classes, scores, classes, stage, test_samples, first_index=0,
+                   first_label=None):
     """``None`` when scores and classes are equal; else a message naming the first differing
     sample, class and ``stage``. A score mismatch names the class whose score differs; a class
     mismatch with equal scores names the predicted classes."""
@@ -145,7 +149,7 @@ def first_mismatch(expected_scores, expected_classes, scores, classes, stage, te
     if not len(bad):
         return None
     i = int(bad[0])
-    name = describe_index(first_index + i, test_samples)
+    name = describe_index(first_index + i, test_samples, first_label or "test sample")
     if bad_score[i]:
         c = int(np.flatnonzero(expected_scores[i] != scores[i])[0])
         return (f"{stage}: {name}, class {c}: score {int(scores[i, c])}, expected {int(expected_scores[i, c])} "

