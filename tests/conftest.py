@@ -17,3 +17,14 @@ def digits_run(tmp_path_factory):
     ])
     train(config, out, force=True)
     return out
+
+
+@pytest.fixture(scope="session")
+def digits_build(digits_run, tmp_path_factory):
+    """The digits run compiled by the CLI with a register stage after every gate level: a real
+    pipelined build, proved by `dlgn compile`'s last step. Copy it before changing anything."""
+    from dlgn.cli import main
+
+    out = tmp_path_factory.mktemp("digits_build")
+    assert main(["compile", str(digits_run), "-o", str(out), "--pipeline-every", "1"]) == 0
+    return out

