@@ -137,7 +137,8 @@ class Netlist:
         enc = self.encoding
         if enc is not None:
             if len(enc.bits) != self.in_bits:
-                raise NetlistError(f"the encoding describes {len(enc.bits)} input bits, the netlist has {self.in_bits}")
+                raise NetlistError(f"in_bits is {self.in_bits}, but the encoding lists {len(enc.bits)} input bits "
+                                   f"(one [feature, threshold] pair per input bit)")
             if enc.features < 1 or not 1 <= enc.feature_width <= 32:
                 raise NetlistError(f"encoding needs features >= 1 and 1 <= feature_width <= 32, "
                                    f"not {enc.features} and {enc.feature_width}")
@@ -262,6 +263,9 @@ def from_json_text(text, where="netlist"):
             raise bad("encoding needs integer features and feature_width and a list of bits")
         if not all(isinstance(b, list) and len(b) == 2 and _is_int(b[0]) and _is_int(b[1]) for b in bits):
             raise bad("every encoding bit must be a [feature, threshold] pair of integers")
+        if len(bits) != in_bits:
+            raise bad(f"in_bits is {in_bits}, but the encoding lists {len(bits)} input bits (one [feature, threshold] "
+                      f"pair per input bit)")
         encoding = InputEncoding(features, width, tuple((b[0], b[1]) for b in bits))
 
     base = FIRST_INPUT + in_bits
@@ -281,8 +285,8 @@ def from_json_text(text, where="netlist"):
             if not 0 <= i < gid:
                 if i < 0 or i >= len(levels):
                     raise bad(f"gate {g} (id {gid}) reads id {i}, which does not exist (ids are 0..{len(levels) - 1})")
-                raise bad(f"gate {g} (id {gid}) reads id {i}, itself or a later gate: the gates form a cycle "
-                          f"or are not in topological order")
+                raise bad(f"gate {g} (id {gid} = in_bits + 2 + {g}, in_bits = {in_bits}) reads id {i}, itself or a "
+                          f"later gate: the gates form a cycle or are not in topological order, or in_bits is wrong")
         digits = T.hex_digits(n)
         if not isinstance(table, str) or len(table) != digits or not all(ch in "0123456789abcdef" for ch in table):
             raise bad(f"gate {g} (id {gid}): table must be {digits} lower-case hex digits for {n} inputs, "
@@ -291,8 +295,11 @@ def from_json_text(text, where="netlist"):
         if value >> (1 << n):
             raise bad(f"gate {g} (id {gid}): table {table} has bits beyond the {1 << n} entries of {n} inputs")
         expected = 1 + max(levels[i] for i in inputs)
+        if not _is_int(level):
+            raise bad(f"gate {g} (id {gid}): level must be an integer, not {level!r}")
         if level != expected:
-            raise bad(f"gate {g} (id {gid}) says level {level!r}; its inputs put it at level {expected}")
+            raise bad(f"gate {g} (id {gid}) says level {level!r}; its inputs put it at level {expected} (ids below "
+                      f"in_bits + 2 = {base} are constants and input bits, level 0)")
         levels[gid] = expected
         gates.append((tuple(inputs), value))
 
@@ -302,9 +309,9 @@ def from_json_text(text, where="netlist"):
     for c, group in enumerate(groups):
         if not isinstance(group, list) or not all(_is_int(s) for s in group):
             raise bad(f"class group {c} must be a list of integer ids")
-    source = doc.get("source") or {}
+    source = doc.get("source", {})
     if not isinstance(source, dict):
-        raise bad("source must be an object")
+        raise bad(f"source must be an object, not {source!r:.40}")
     try:
         netlist = Netlist(in_bits, gates, groups, encoding, source)
     except NetlistError as e:

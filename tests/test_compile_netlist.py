@@ -91,12 +91,30 @@ CORRUPTIONS = [
     ("group count", lambda d: d["groups"].pop(), "groups must be a list of 3 class groups"),
     ("group member type", lambda d: d["groups"][0].append("x"), "class group 0 must be a list of integer ids"),
     ("in_bits", lambda d: d.update(in_bits=0), "in_bits must be a positive integer"),
-    ("encoding bit count", lambda d: d["encoding"]["bits"].pop(), "the encoding describes 8 input bits"),
+    ("encoding bit count", lambda d: d["encoding"]["bits"].pop(), "in_bits is 9, but the encoding lists 8 input bits"),
     ("encoding feature", lambda d: d["encoding"]["bits"][0].__setitem__(0, 99), "feature 99 / threshold"),
     ("encoding threshold", lambda d: d["encoding"]["bits"][0].__setitem__(1, 256), "threshold 256 outside"),
     ("encoding kind", lambda d: d["encoding"].update(kind="onehot"), "thermometer encoding"),
     ("gate not an object", lambda d: d["gates"].__setitem__(0, [1, 2]), "gate 0 (id 11) is not an object"),
+    # the format says "level: integer"; True == 1 and 1.0 == 1 in Python, so they must be refused explicitly
+    ("boolean level", lambda d: d["gates"][0].update(level=True), "gate 0 (id 11): level must be an integer, not True"),
+    ("float level", lambda d: d["gates"][0].update(level=1.0), "gate 0 (id 11): level must be an integer, not 1.0"),
+    ("in_bits larger than the encoding", lambda d: d.update(in_bits=10), "in_bits is 10, but the encoding lists 9"),
+    ("source null", lambda d: d.update(source=None), "source must be an object, not None"),
 ]
+
+
+def test_an_in_bits_inconsistent_with_the_gates_names_in_bits(tmp_path):
+    """Without an encoding, a wrong in_bits shifts every gate id; the message says so."""
+    netlist = Netlist(2, [((2, 3), 0x8), ((4, 2), 0x6)], [[5]])
+    doc = doc_of(netlist)
+    doc["in_bits"] = 1
+    with pytest.raises(NetlistError, match=r"gate 0 \(id 3 = in_bits \+ 2 \+ 0, in_bits = 1\) reads id 3.*or in_bits "
+                                           r"is wrong"):
+        ir.load(write(tmp_path, json.dumps(doc)))
+    doc["in_bits"] = 3
+    with pytest.raises(NetlistError, match=r"level.*in_bits \+ 2 = 5"):
+        ir.load(write(tmp_path, json.dumps(doc)))
 
 
 @pytest.mark.parametrize("name,mutate,message", CORRUPTIONS, ids=[c[0] for c in CORRUPTIONS])
@@ -154,7 +172,7 @@ def test_in_memory_checks():
         Netlist(2, [((2, 3), 0x10)], [[4]])
     with pytest.raises(NetlistError, match="at least one class group"):
         Netlist(2, [((2, 3), 0x8)], [])
-    with pytest.raises(NetlistError, match="encoding describes 1 input bits"):
+    with pytest.raises(NetlistError, match="in_bits is 2, but the encoding lists 1 input bits"):
         Netlist(2, [((2, 3), 0x8)], [[4]], InputEncoding(1, 8, ((0, 3),)))
 
 
