@@ -275,6 +275,7 @@ def _report(netlist, core, records, lut_size, pipeline_every, output_every, enco
         "arity_histogram": {str(k): v for k, v in netlist.arity_histogram().items()},
         "lut_size": lut_size,
         "estimated_luts": netlist.estimated_luts(lut_size),
+        "gates_per_kind": netlist.source.get("gates_per_kind"),  # discretized gates: conv_tree, pool, dense
         "group_sum_adder_bits": core.group_sum.adder_bits,
         "pipeline_every": pipeline_every,
         "output_every": output_every,

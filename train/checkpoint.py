@@ -2,7 +2,8 @@
 
 Files in a run directory:
 
-- ``model.safetensors``: ``layers.{i}.weight``, ``layers.{i}.wiring``, ``encoding.thresholds``;
+- ``model.safetensors``: ``layers.{i}.weight``, ``layers.{i}.wiring``, ``encoding.thresholds``, and
+  for convolutional layers ``conv.{i}.weight`` (the shared tables) and ``conv.{i}.leaf_wiring``;
   metadata ``format``, ``version``, ``epoch``, ``config`` (JSON), ``classes``, ``feature_max``,
   ``quantization`` (JSON).
 - ``optimizer.safetensors``: Adam moments per parameter, metadata ``epoch``.
@@ -33,6 +34,7 @@ from safetensors.torch import load_file, save_file
 from dlgn.safety import atomic_file, atomic_write_text, sha256_file
 
 from .config import ConfigError, dump_toml, merge, validate, DEFAULTS
+from .data import DATASET_INFO
 from .encoding import Thermometer
 from .layers import LogicNet
 
@@ -96,12 +98,16 @@ def _atomic_save(tensors, path, metadata):
 
 
 def build_model(config, in_bits, classes):
+    """The network of ``config`` (untrained); convolutional layers (``model.conv``) take the
+    dataset's image shape from :data:`~dlgn.train.data.DATASET_INFO`."""
     m, t = config["model"], config["train"]
+    conv = m.get("conv") or None
     return LogicNet(
         in_bits, classes, m["width"], m["depth"], gate_inputs=m["gate_inputs"],
         parametrization=m["parametrization"], estimator=m["estimator"], init=m["init"], wiring=m["wiring"],
         tau=m["tau"] or None, seed=t["seed"], gumbel=t["gumbel"], gumbel_tau=t["gumbel_tau"],
         kernels=t["kernels"], window=m["window"], groups=m["groups"], widths=m.get("widths") or None,
+        conv=conv, image=DATASET_INFO[config["data"]["name"]]["image"] if conv else None,
     )
 
 
@@ -184,7 +190,7 @@ def load_model(run_dir):
             f"{run_dir / MODEL_FILE} has checkpoint version {meta.get('version')!r}; this dlgn reads version {VERSION}"
         )
     try:
-        config = validate(merge(copy.deepcopy(DEFAULTS), json.loads(meta["config"]), "checkpoint config"))
+        config = validate(merge(copy.deepcopy(DEFAULTS), json.loads(meta["config"]), "checkpoint config", stored=True))
         classes = int(meta["classes"])
         info = {"config": config, "classes": classes, "epoch": int(meta["epoch"]),
                 "feature_max": int(meta["feature_max"]), "quantization": json.loads(meta["quantization"]),
@@ -205,8 +211,10 @@ def load_model(run_dir):
                 f"the config needs {tuple(expected[name].shape)} {expected[name].dtype}"
             )
         if name.endswith("wiring"):
-            layer = net.layers[int(name.split(".")[1])]
-            if value.min() < 0 or value.max() >= layer.in_features:
+            layer = net.get_submodule(name.rsplit(".", 1)[0])
+            # a convolutional layer's leaves may read one row past its input: the zero padding
+            limit = layer.in_features + (1 if name.endswith("leaf_wiring") and layer.padding else 0)
+            if value.numel() and (value.min() < 0 or value.max() >= limit):
                 raise CheckpointError(f"{run_dir / MODEL_FILE}: {name} indexes outside the previous layer")
     net.load_state_dict(tensors)
     net.eval()

@@ -16,8 +16,8 @@ from .functional import ESTIMATORS, GROUP_LAYOUTS
 from .layers import INITS, KERNELS, PARAMETRIZATIONS
 from .wiring import WIRINGS
 
-__all__ = ["ConfigError", "DEFAULTS", "load_config", "apply_overrides", "validate", "dump_toml", "flatten",
-           "layer_widths", "layer_gate_inputs", "describe_layers"]
+__all__ = ["ConfigError", "DEFAULTS", "CONV_DEFAULTS", "load_config", "apply_overrides", "validate", "dump_toml",
+           "flatten", "layer_widths", "layer_gate_inputs", "describe_layers", "conv_shapes"]
 
 
 class ConfigError(Exception):
@@ -32,6 +32,7 @@ DEFAULTS = {
         "encoding": "uniform",
         "val_fraction": 0.1,
         "train_subset": 0,  # use only the first N training samples (0: all)
+        "augment_shift": 0,  # image datasets: shift each training image by up to N pixels (exact under thermometer bits)
     },
     "model": {
         "width": 16000,
@@ -45,11 +46,15 @@ DEFAULTS = {
         "window": 64,  # features a gate may read with wiring = "windowed"
         "groups": "contiguous",  # class groups: contiguous | interleaved
         "tau": 0.0,  # 0: sqrt(width / classes)
+        # convolutional logic layers before the dense ones, e.g.
+        # [{channels = 16, kernel = 3, tree_depth = 2, stride = 1, padding = 1, pool = 2}, ...]
+        "conv": [],
     },
     "train": {
         "epochs": 10,
         "batch_size": 128,  # the global batch: under torchrun it is split over the ranks
         "lr": 0.01,
+        "schedule": "constant",  # learning rate over the run: constant | cosine (to 0 at the last step)
         "weight_decay": 0.0,
         "seed": 0,
         "gumbel": False,
@@ -61,6 +66,8 @@ DEFAULTS = {
     },
 }
 
+SCHEDULES = ("constant", "cosine")
+
 CHOICES = {
     "data.name": DATASETS,
     "data.encoding": ENCODINGS,
@@ -70,6 +77,7 @@ CHOICES = {
     "model.wiring": WIRINGS,
     "model.groups": GROUP_LAYOUTS,
     "train.kernels": KERNELS,
+    "train.schedule": SCHEDULES,
 }
 
 FLOAT32_MAX = 3.4e38
@@ -95,6 +103,57 @@ def _unknown(key):
 #: keys that take a list of positive integers (``model.gate_inputs`` also takes a single one)
 INT_LIST_KEYS = {"model.widths", "model.gate_inputs"}
 
+#: The fields of one ``model.conv`` entry and their defaults (``channels`` has none). ``pool``: 2
+#: for 2 x 2 OR pooling with stride 2, 1 for none; ``leaf_channels``: input channels each tree
+#: reads (0: all of them; the paper uses 2, which cost 5 points on digits); ``tree_inputs``: inputs per
+#: gate of the tree (2: binary).
+CONV_DEFAULTS = {"channels": None, "kernel": 3, "tree_depth": 2, "tree_inputs": 2, "stride": 1, "padding": 0,
+                 "pool": 2, "leaf_channels": 0}
+#: smallest value of each field
+_CONV_MIN = {"channels": 1, "kernel": 1, "tree_depth": 1, "tree_inputs": 1, "stride": 1, "padding": 0, "pool": 1,
+             "leaf_channels": 0}
+_CONV_EXAMPLE = "[{channels = 16, kernel = 3, tree_depth = 2, stride = 1, pool = 2}, ...]"
+
+
+def _conv_list(value):
+    """``model.conv``: a list of tables, each checked field by field and completed with the defaults."""
+    key = "model.conv"
+    if not isinstance(value, list) or not all(isinstance(entry, dict) for entry in value):
+        raise ConfigError(f"{key} must be a list of tables, one per convolutional layer, e.g. {_CONV_EXAMPLE}; "
+                          f"not {value!r:.100}")
+    layers = []
+    for i, entry in enumerate(value):
+        where = f"{key}[{i}]"
+        for field in entry:
+            if field not in CONV_DEFAULTS:
+                near = difflib.get_close_matches(field, list(CONV_DEFAULTS), n=1, cutoff=0.5)
+                hint = f"did you mean {near[0]!r}?" if near else f"fields are {', '.join(CONV_DEFAULTS)}"
+                raise ConfigError(f"unknown field {where}.{field}; {hint}")
+        if "channels" not in entry:
+            raise ConfigError(f"{where} needs channels (the number of output channels, e.g. 16)")
+        layer = {}
+        for field, default in CONV_DEFAULTS.items():
+            v = entry.get(field, default)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ConfigError(f"{where}.{field} must be an integer, not {v!r}")
+            if v < _CONV_MIN[field]:
+                raise ConfigError(f"{where}.{field} must be at least {_CONV_MIN[field]}, not {v!r}")
+            layer[field] = v
+        if layer["pool"] not in (1, 2):
+            raise ConfigError(f"{where}.pool must be 2 (2 x 2 OR pooling, stride 2) or 1 (no pooling), "
+                              f"not {layer['pool']!r}")
+        if not 1 <= layer["tree_inputs"] <= 6:
+            raise ConfigError(f"{where}.tree_inputs must be 1..6 (a native FPGA LUT), not {layer['tree_inputs']!r}")
+        if layer["padding"] >= layer["kernel"]:
+            raise ConfigError(f"{where}.padding must be smaller than its kernel ({layer['kernel']}), "
+                              f"not {layer['padding']!r}")
+        if layer["tree_inputs"] ** layer["tree_depth"] > 4096:
+            raise ConfigError(f"{where}.tree_depth = {layer['tree_depth']} gives "
+                              f"{layer['tree_inputs'] ** layer['tree_depth']} leaves per tree; use at most 4096 "
+                              f"(the paper uses depth 3: 8 leaves)")
+        layers.append(layer)
+    return layers
+
 
 def _int_list(key, value):
     if not value:
@@ -107,6 +166,8 @@ def _int_list(key, value):
 
 
 def _coerce(key, value, default):
+    if key == "model.conv":
+        return _conv_list(value)
     if key in INT_LIST_KEYS and isinstance(value, list):
         return _int_list(key, value)
     if isinstance(default, list):
@@ -128,8 +189,11 @@ def _coerce(key, value, default):
     raise ConfigError(f"{key} must be {type(default).__name__}, not {value!r}")
 
 
-def merge(config, updates, source):
-    """Merge a nested dict of ``updates`` into ``config`` (in place), checking every key."""
+def merge(config, updates, source, stored=False):
+    """Merge a nested dict of ``updates`` into ``config`` (in place), checking every key.
+
+    ``stored``: ``updates`` is a config dlgn wrote itself (a checkpoint's), where an empty
+    ``model.widths`` means "not set" rather than a user's mistake."""
     if not isinstance(updates, dict):
         raise ConfigError(f"{source}: expected tables [data], [model], [train]")
     for section, values in updates.items():
@@ -141,6 +205,8 @@ def merge(config, updates, source):
             full = f"{section}.{key}"
             if key not in DEFAULTS[section]:
                 raise _unknown(full)
+            if stored and value == [] and DEFAULTS[section][key] == []:
+                continue
             config[section][key] = _coerce(full, value, DEFAULTS[section][key])
     return config
 
@@ -200,9 +266,16 @@ def layer_gate_inputs(model):
 
 
 def describe_layers(model):
-    """``"3 x 8000"`` for uniform layers, ``"8000-8000-2000"`` otherwise, with the gate inputs."""
+    """``"3 x 8000"`` for uniform layers, ``"8000-8000-2000"`` otherwise, with the gate inputs;
+    convolutional layers first (``"conv 16k3d2p2 + ..."``: channels, kernel, tree depth, pool)."""
     widths, inputs = layer_widths(model), layer_gate_inputs(model)
     shape = f"{len(widths)} x {widths[0]}" if len(set(widths)) == 1 else "-".join(map(str, widths))
+    if model.get("conv"):
+        convs = ", ".join(f"{c['channels']}k{c['kernel']}d{c['tree_depth']}" + (f"s{c['stride']}" if c["stride"] > 1
+                                                                                  else "") + (" pool" if c["pool"] == 2
+                                                                                              else "")
+                          for c in model["conv"])
+        shape = f"conv [{convs}] + {shape}"
     n = f"{inputs[0]}" if len(set(inputs)) == 1 else "/".join(map(str, inputs))
     return shape, n
 
@@ -219,7 +292,7 @@ def validate(config):
     for key in positive:
         if flat[key] <= 0:
             raise ConfigError(f"{key} must be positive, not {flat[key]!r}")
-    for key in ("data.train_subset", "train.threads", "model.tau", "train.weight_decay", "train.seed"):
+    for key in ("data.train_subset", "data.augment_shift", "train.threads", "model.tau", "train.weight_decay", "train.seed"):
         if flat[key] < 0:
             raise ConfigError(f"{key} must not be negative, not {flat[key]!r}")
     inputs = layer_gate_inputs(config["model"])
@@ -257,11 +330,24 @@ def validate(config):
 def _check_against_dataset(flat):
     """What the dataset's known size allows, checked before any data is loaded."""
     info = DATASET_INFO[flat["data.name"]]
+    shift = flat["data.augment_shift"]
+    if shift:
+        image = info.get("image")
+        if image is None:
+            raise ConfigError(f"data.augment_shift shifts images; {flat['data.name']} has no image layout: set it to 0")
+        if shift >= min(image[1:]):
+            raise ConfigError(f"data.augment_shift = {shift} moves a {image[1]} x {image[2]} image out of its frame; "
+                              f"use at most {min(image[1:]) // 4}")
     classes, feature_max = info["classes"], info["feature_max"]
     if flat["data.thresholds"] > feature_max:
         raise ConfigError(f"data.thresholds = {flat['data.thresholds']} is more than {flat['data.name']}'s features "
                           f"allow (values 0..{feature_max}: at most {feature_max} distinct integer thresholds); "
                           f"use data.thresholds <= {feature_max}")
+    if flat["model.conv"]:
+        conv_shapes(flat["model.conv"], flat["data.name"], flat["data.thresholds"])
+        if flat["model.parametrization"] == "op" and any(c["tree_inputs"] != 2 for c in flat["model.conv"]):
+            raise ConfigError("model.parametrization = 'op' has two-input gates only: set tree_inputs = 2 in every "
+                              "model.conv entry")
     widths = flat["model.widths"]
     width = widths[-1] if widths else flat["model.width"]
     key = "model.widths[-1]" if widths else "model.width"
@@ -269,6 +355,27 @@ def _check_against_dataset(flat):
         lower = max(classes, width // classes * classes)
         raise ConfigError(f"{key} = {width} (the last layer) must be a multiple of {flat['data.name']}'s "
                           f"{classes} classes, one equal group of gates per class: try {lower}")
+
+
+def conv_shapes(conv, dataset, thresholds):
+    """``[(channels, height, width), ...]``: the input of the first ``model.conv`` layer and the
+    output of each; a layer that does not fit its input is refused naming its index."""
+    from .conv import conv_output_shape
+
+    image = DATASET_INFO[dataset].get("image")
+    if image is None:
+        raise ConfigError(f"model.conv needs an image dataset; {dataset} has no image shape (use data.name = digits, "
+                          f"mnist, fashion-mnist, cifar10 or cifar100, or remove model.conv)")
+    colours, height, width = image
+    shapes = [(colours * thresholds, height, width)]
+    for i, layer in enumerate(conv):
+        try:
+            shapes.append(conv_output_shape(shapes[-1], layer["channels"], layer["kernel"], layer["stride"],
+                                            layer["padding"], layer["pool"]))
+        except ValueError as e:
+            raise ConfigError(f"model.conv[{i}]: {e} ({'the image' if i == 0 else f'the output of model.conv[{i - 1}]'}"
+                              f"); use a smaller kernel, more padding, or fewer layers / pooling") from None
+    return shapes
 
 
 def _validate_layers(model):
@@ -290,6 +397,8 @@ def _validate_layers(model):
 
 
 def _toml_value(value):
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, bool):

@@ -19,14 +19,16 @@ __all__ = ["DATASETS", "DATASET_INFO", "DatasetError", "Dataset", "load_dataset"
 
 DATASETS = ("fashion-mnist", "mnist", "cifar10", "cifar100", "digits", "breast-cancer")
 #: What is known of each dataset before loading it (the config is checked against it first):
-#: classes, and the largest raw feature value.
+#: classes, the largest raw feature value, and for images ``(colours, height, width)``: feature
+#: ``f = (colour * height + y) * width + x`` (row-major pixels; CIFAR's colour planes one after
+#: the other, as its batches store them).
 DATASET_INFO = {
-    "fashion-mnist": {"classes": 10, "feature_max": 255},
-    "mnist": {"classes": 10, "feature_max": 255},
-    "cifar10": {"classes": 10, "feature_max": 255},
-    "cifar100": {"classes": 100, "feature_max": 255},
-    "digits": {"classes": 10, "feature_max": 16},
-    "breast-cancer": {"classes": 2, "feature_max": 255},
+    "fashion-mnist": {"classes": 10, "feature_max": 255, "image": (1, 28, 28)},
+    "mnist": {"classes": 10, "feature_max": 255, "image": (1, 28, 28)},
+    "cifar10": {"classes": 10, "feature_max": 255, "image": (3, 32, 32)},
+    "cifar100": {"classes": 100, "feature_max": 255, "image": (3, 32, 32)},
+    "digits": {"classes": 10, "feature_max": 16, "image": (1, 8, 8)},
+    "breast-cancer": {"classes": 2, "feature_max": 255, "image": None},
 }
 
 DEFAULT_DIRS = {

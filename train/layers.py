@@ -10,24 +10,15 @@ from torch import nn
 
 from . import functional as F
 from . import kernels as K
+from .conv import ConvLayer
+from .gates import INITS, KERNELS, PARAMETRIZATIONS, GateTables
 from .wiring import make_wiring
 
-__all__ = ["PARAMETRIZATIONS", "INITS", "KERNELS", "LogicLayer", "LogicNet"]
+__all__ = ["PARAMETRIZATIONS", "INITS", "KERNELS", "LogicLayer", "LogicNet", "ConvLayer"]
 
-PARAMETRIZATIONS = ("iwp", "op")
-INITS = ("residual", "gaussian")
-#: ``auto``: Triton on CUDA tensors, the C++ kernels on float32/float64 CPU tensors (the PyTorch
-#: reference if they cannot be built), the reference elsewhere.
-KERNELS = ("auto", "triton", "cpu", "reference")
-
-# Residual init: (mu, sigma) of the raw parameter per estimator (DESIGN §2.5).
-_RESIDUAL_INIT = {"sin01": (1.2, 0.25), "sigmoid": (3.0, 0.5)}
-_OP_RESIDUAL_LOGIT = 5.0
-_OP_PASS_THROUGH = 3  # difflogic function id of "A" (first input)
-
-
-class LogicLayer(nn.Module):
-    """One layer of ``gates`` logic gates with ``gate_inputs`` inputs each.
+class LogicLayer(GateTables):
+    """One layer of ``gates`` logic gates with ``gate_inputs`` inputs each, read through fixed
+    wiring from the previous layer (one table per gate).
 
     Train mode evaluates the relaxed gates (or, with ``gumbel``, hard stochastic tables with
     straight-through gradients); eval mode evaluates the discrete truth tables, which on
@@ -37,67 +28,12 @@ class LogicLayer(nn.Module):
     def __init__(self, in_features, gates, gate_inputs=2, parametrization="iwp", estimator="sin01",
                  init="residual", wiring="random", seed=0, gumbel=False, gumbel_tau=1.0, kernels="auto",
                  window=64):
-        super().__init__()
-        if parametrization not in PARAMETRIZATIONS:
-            raise ValueError(f"parametrization must be one of {PARAMETRIZATIONS}, not {parametrization!r}")
-        if parametrization == "op" and gate_inputs != 2:
-            raise ValueError(f"the 'op' parametrization has two-input gates only, not gate_inputs={gate_inputs!r}")
-        if estimator not in F.ESTIMATORS:
-            raise ValueError(f"estimator must be one of {F.ESTIMATORS}, not {estimator!r}")
-        if init not in INITS:
-            raise ValueError(f"init must be one of {INITS}, not {init!r}")
-        if kernels not in KERNELS:
-            raise ValueError(f"kernels must be one of {KERNELS}, not {kernels!r}")
-        self.kernels = kernels
+        super().__init__(gates, gate_inputs, parametrization, estimator, init, seed, gumbel, gumbel_tau, kernels)
         self._reverse_index = K.ReverseIndexCache()
         self.in_features = in_features
         self.gates = gates
-        self.gate_inputs = gate_inputs
-        self.parametrization = parametrization
-        self.estimator = estimator
-        self.gumbel = gumbel
-        self.gumbel_tau = gumbel_tau
-        self.noise_generator = None
         self.register_buffer("wiring", torch.from_numpy(make_wiring(in_features, gates, gate_inputs, wiring, seed,
                                                                           window)))
-        entries = 16 if parametrization == "op" else 1 << gate_inputs
-        self.weight = nn.Parameter(torch.empty(gates, entries))
-        self.reset_parameters(init, seed)
-
-    def reset_parameters(self, init, seed):
-        gen = torch.Generator().manual_seed(seed + 1)
-        w = torch.empty(self.weight.shape)
-        if init == "gaussian":
-            w.normal_(0.0, 1.0, generator=gen)
-        elif self.parametrization == "op":
-            w.zero_()
-            w[:, _OP_PASS_THROUGH] = _OP_RESIDUAL_LOGIT
-        else:
-            mu, sigma = _RESIDUAL_INIT[self.estimator]
-            # Pass-through of input 0: table bit a is bit 0 of the address.
-            sign = torch.tensor([1.0 if a & 1 else -1.0 for a in range(w.shape[1])])
-            w.normal_(0.0, sigma, generator=gen).add_(sign * mu)
-        with torch.no_grad():
-            self.weight.copy_(w)
-
-    def relaxed_tables(self):
-        """Relaxed table entries ``[gates, 2**n]`` in ``[0, 1]`` (no noise)."""
-        if self.parametrization == "op":
-            return F.op_tables(torch.softmax(self.weight, dim=-1))
-        return F.iwp_tables(self.weight, self.estimator)
-
-    def truth_tables(self):
-        """Discrete tables ``[gates, 2**n]`` of 0/1 ``uint8``."""
-        if self.parametrization == "op":
-            return F.hard_op_bits(self.weight.detach())
-        return F.hard_iwp_bits(self.weight.detach(), self.estimator)
-
-    def training_tables(self):
-        if not self.gumbel:
-            return self.relaxed_tables()
-        if self.parametrization == "op":
-            return F.gumbel_op_tables(self.weight, self.gumbel_tau, self.noise_generator)
-        return F.gumbel_iwp_tables(self.weight, self.estimator, self.gumbel_tau, self.noise_generator)
 
     def forward(self, x, mode=None):
         """``x``: feature-major activations ``[in_features, batch]``; returns ``[gates, batch]``.
@@ -105,39 +41,7 @@ class LogicLayer(nn.Module):
         ``mode``: ``"train"`` (relaxed or Gumbel), ``"soft"`` (relaxed, no noise) or
         ``"discrete"``; by default ``"train"`` in training mode and ``"discrete"`` otherwise."""
         mode = mode or ("train" if self.training else "discrete")
-        if mode == "train":
-            tables = self.training_tables()
-        elif mode == "soft":
-            tables = self.relaxed_tables()
-        elif mode == "discrete":
-            tables = self.truth_tables().to(x.dtype)
-        else:
-            raise ValueError(f"mode must be 'train', 'soft' or 'discrete', not {mode!r}")
-        kernels = self._kernels_for(x) if x.shape[1] else "reference"  # an empty batch takes the reference
-        if kernels == "triton":
-            return K.gate_forward(x, self.wiring, tables, self._reverse_index.get(self.wiring, self.in_features))
-        if kernels == "cpu":
-            return K.cpu_gate_forward(x, self.wiring, tables)
-        return F.gate_forward(x, self.wiring, tables)
-
-    def _kernels_for(self, x):
-        """Which implementation runs ``x``: ``"triton"``, ``"cpu"`` or ``"reference"``."""
-        if self.kernels == "reference":
-            return "reference"
-        if self.kernels == "auto":
-            if x.is_cuda:
-                return "triton" if K.triton_available() else "reference"
-            return "cpu" if K.cpu_can_run(x, warn=True) else "reference"
-        if self.kernels == "cpu":
-            if not K.cpu_can_run(x):
-                raise RuntimeError(K.cpu_cannot_run_reason(x) + "; use train.kernels = 'auto' or 'reference'")
-            return "cpu"
-        if not K.can_run(x):
-            raise RuntimeError(
-                f"train.kernels = 'triton' needs a CUDA tensor and Triton installed (got a {x.device.type} tensor, "
-                f"Triton {'installed' if K.triton_available() else 'missing'}); use train.kernels = 'auto' or 'reference'"
-            )
-        return "triton"
+        return self.gate_level(x, self.wiring, self.tables_for(mode, x.dtype), reverse_index=self._reverse_index)
 
     def extra_repr(self):
         return (f"{self.in_features} -> {self.gates}, gate_inputs={self.gate_inputs}, "
@@ -145,9 +49,14 @@ class LogicLayer(nn.Module):
 
 
 class LogicNet(nn.Module):
-    """Thermometer bits -> logic layers -> group sum.
+    """Thermometer bits -> convolutional logic layers (optional) -> logic layers -> group sum.
 
-    The layers are ``depth`` layers of ``width`` gates, or one layer per entry of ``widths``
+    ``conv``: a list of dicts of :class:`~dlgn.train.conv.ConvLayer` arguments (``channels``,
+    ``kernel``, ``tree_depth``, ``tree_inputs``, ``stride``, ``padding``, ``pool``,
+    ``leaf_channels``), applied first; they need ``image = (colours, height, width)`` of the
+    dataset (``in_bits`` is then ``colours * height * width * T`` thermometer bits, and the first
+    layer's channels are the ``colours * T`` threshold planes).
+    The dense layers are ``depth`` layers of ``width`` gates, or one layer per entry of ``widths``
     (which then overrides both); ``gate_inputs`` is one number or one per layer. ``forward``
     returns class logits (group sums divided by ``tau``, by default ``sqrt(last width /
     classes)``); :meth:`scores` returns the discrete integer popcounts per class that the
@@ -156,7 +65,7 @@ class LogicNet(nn.Module):
 
     def __init__(self, in_bits, classes, width, depth, gate_inputs=2, parametrization="iwp",
                  estimator="sin01", init="residual", wiring="random", tau=None, seed=0,
-                 gumbel=False, gumbel_tau=1.0, kernels="auto", window=64, groups="contiguous", widths=None):
+                 gumbel=False, gumbel_tau=1.0, kernels="auto", window=64, groups="contiguous", widths=None, conv=None, image=None):
         super().__init__()
         if groups not in F.GROUP_LAYOUTS:
             raise ValueError(f"groups must be one of {F.GROUP_LAYOUTS}, not {groups!r}")
@@ -181,8 +90,12 @@ class LogicNet(nn.Module):
         self.group_layout = groups
         self.widths = widths
         self.tau = float(tau) if tau else F.default_tau(widths[-1], classes)
+        common = dict(parametrization=parametrization, estimator=estimator, init=init, gumbel=gumbel,
+                      gumbel_tau=gumbel_tau, kernels=kernels)
+        self.conv = nn.ModuleList(_conv_layers(conv or [], in_bits, image, seed, common))
+        self.image = tuple(image) if image else None
         layers = []
-        features = in_bits
+        features = self.conv[-1].out_features if len(self.conv) else in_bits
         for i, (gates, n) in enumerate(zip(widths, inputs)):
             layers.append(LogicLayer(features, gates, n, parametrization, estimator, init,
                                      wiring, seed=seed * 1000 + i, gumbel=gumbel, gumbel_tau=gumbel_tau,
@@ -191,13 +104,22 @@ class LogicNet(nn.Module):
         self.layers = nn.ModuleList(layers)
 
     def set_noise_generator(self, generator):
-        for layer in self.layers:
+        for layer in self.gate_layers():
             layer.noise_generator = generator
+
+    def set_kernels(self, kernels):
+        """Choose the kernels of every layer (``train.kernels``; it may change on resume)."""
+        for layer in self.gate_layers():
+            layer.kernels = kernels
+
+    def gate_layers(self):
+        """Every layer with trained tables: the convolutional ones, then the dense ones."""
+        return [*self.conv, *self.layers]
 
     def group_sums(self, bits, mode=None):
         """``bits``: ``[batch, in_bits]`` -> per-class sums ``[batch, classes]``."""
         x = bits.t().contiguous()
-        for layer in self.layers:
+        for layer in self.gate_layers():
             x = layer(x, mode)
         return F.group_sum(x, self.classes, self.group_layout)
 
@@ -211,22 +133,62 @@ class LogicNet(nn.Module):
 
     @property
     def gates(self):
-        return sum(layer.gates for layer in self.layers)
+        """Gates of the discrete network (a convolutional layer has one per position and tree
+        node, and its OR-pooling gates)."""
+        return sum(layer.gates for layer in self.gate_layers())
+
+    def gates_per_kind(self):
+        """``{"conv_tree": ..., "pool": ..., "dense": ...}``: the gates of :attr:`gates` by layer kind."""
+        return {"conv_tree": sum(layer.tree_gates for layer in self.conv),
+                "pool": sum(layer.pool_gates for layer in self.conv),
+                "dense": sum(layer.gates for layer in self.layers)}
 
     @property
     def params(self):
         return sum(p.numel() for p in self.parameters())
 
     def undecided_share(self, margin=0.1):
+        """Share of the trained table entries within ``margin`` of 0.5 (every shared table once)."""
         with torch.no_grad():
-            values = torch.cat([(layer.relaxed_tables() - 0.5).abs().flatten() for layer in self.layers])
+            values = torch.cat([(layer.relaxed_tables() - 0.5).abs().flatten() for layer in self.gate_layers()])
         return values.lt(margin).float().mean().item()
 
     def class_groups(self):
         """Last-layer gate indices of each class's group."""
         return F.class_groups(self.layers[-1].gates, self.classes, self.group_layout)
 
-    def discrete_layers(self):
-        """``[(wiring [G, n] int64, truth_tables [G, 2**n] uint8), ...]`` for the compiler."""
-        return [(layer.wiring.clone(), layer.truth_tables().cpu()) for layer in self.layers]
+    def discrete_stages(self):
+        """The discrete network for the compiler, as levels of gates:
+        ``[(kind, wiring [G, n] int64, truth_tables [G, 2**n] uint8), ...]`` with ``kind`` one of
+        ``"conv"`` (a tree level of a convolutional layer, one gate per position and node),
+        ``"pool"`` (4-input OR gates) and ``"dense"``. Each wiring indexes the previous stage's
+        outputs (the first: the input bits); ``-1`` is the constant 0 (zero padding)."""
+        stages = [stage for layer in self.conv for stage in layer.discrete_stages()]
+        stages += [("dense", layer.wiring.cpu().clone(), layer.truth_tables().cpu()) for layer in self.layers]
+        return stages
 
+    def discrete_layers(self):
+        """``[(wiring, truth_tables), ...]``: :meth:`discrete_stages` without the kinds."""
+        return [(wiring, tables) for _kind, wiring, tables in self.discrete_stages()]
+
+
+def _conv_layers(specs, in_bits, image, seed, common):
+    """The :class:`ConvLayer` of each spec, each reading the previous one's output."""
+    if not specs:
+        return []
+    if not image:
+        raise ValueError("convolutional layers need the dataset's image shape (colours, height, width)")
+    colours, height, width = (int(v) for v in image)
+    pixels = colours * height * width
+    if in_bits % pixels:
+        raise ValueError(f"{in_bits} input bits are not a whole number of thermometer bits per pixel of a "
+                         f"{colours} x {height} x {width} image")
+    thresholds = in_bits // pixels
+    shape = (colours * thresholds, height, width)
+    layers = []
+    for i, spec in enumerate(specs):
+        layer = ConvLayer(shape, **spec, thermometer=thresholds if i == 0 else None, seed=seed * 1000 + 500 + i,
+                          **common)
+        layers.append(layer)
+        shape = layer.out_shape
+    return layers

@@ -19,7 +19,7 @@ from . import kernels
 from .checkpoint import (CONFIG_FILE, RUN_MARKER, STATE_FILE, build_model, is_run_dir, load_model, load_training_state,
                          save_checkpoint, write_run_marker)
 from .config import RESUMABLE, ConfigError, describe_layers, flatten, validate
-from .data import load_dataset
+from .data import DATASET_INFO, load_dataset
 from .encoding import Thermometer
 
 __all__ = ["RunError", "train", "evaluate", "METRIC_COLUMNS"]
@@ -46,6 +46,15 @@ def prepare_data(config):
     if d["train_subset"]:
         data.x_train, data.y_train = data.x_train[: d["train_subset"]], data.y_train[: d["train_subset"]]
     return data
+
+
+def _check_image(config, data):
+    """Convolutional layers read the features as the dataset's image: refuse files of another size."""
+    image = DATASET_INFO[data.name]["image"]
+    if config["model"]["conv"] and data.features != math.prod(image):
+        raise RunError(f"model.conv reads {data.name} as {image[0]} x {image[1]} x {image[2]} images "
+                       f"({math.prod(image)} features), but the files in {config['data']['data_dir'] or 'the default location'} hold "
+                       f"{data.features} features per sample; use {data.name}'s standard files or remove model.conv")
 
 
 @torch.no_grad()
@@ -193,7 +202,7 @@ class RunDirectory:
 
 
 def _model_fingerprints(net, encoder, config):
-    wiring = b"".join(layer.wiring.cpu().numpy().tobytes() for layer in net.layers)
+    wiring = b"".join(buffer.cpu().numpy().tobytes() for name, buffer in net.named_buffers() if name.endswith("wiring"))
     params = b"".join(p.detach().cpu().numpy().tobytes() for p in net.parameters())
     setup = json.dumps(config, sort_keys=True, default=str).encode() + np.asarray(encoder.thresholds).tobytes()
     return wiring, params, setup
@@ -264,6 +273,7 @@ def _train(config, run, resume, loaded, ctx, device_name):
     torch.manual_seed(t["seed"])
 
     data = prepare_data(config)
+    _check_image(config, data)
     if loaded:
         encoder = loaded[1]
     else:
@@ -275,8 +285,7 @@ def _train(config, run, resume, loaded, ctx, device_name):
     data_meta = {"feature_max": data.feature_max, "quantization": data.quantization, "dataset": data.name}
 
     net = loaded[0] if loaded else build_model(config, encoder.bits, data.classes)
-    for layer in net.layers:  # resumable: may differ from the checkpoint's config
-        layer.kernels = t["kernels"]
+    net.set_kernels(t["kernels"])  # resumable: may differ from the checkpoint's config
     net.to(device)
     model = net
     if ctx.distributed:
@@ -297,6 +306,10 @@ def _train(config, run, resume, loaded, ctx, device_name):
 
     batch_size = t["batch_size"]  # global: split over the ranks
     steps_per_epoch = math.ceil(len(y_train) / batch_size)
+    total_steps = steps_per_epoch * t["epochs"]
+    shift = config["data"]["augment_shift"]
+    image = DATASET_INFO[data.name]["image"]
+    train_bits = None if shift else train_bits  # shifted batches are encoded as they are drawn
     start_epoch = state["epoch"]
     eta = _RunClock(steps_per_epoch * (t["epochs"] - start_epoch))
     for epoch in range(start_epoch, t["epochs"]):
@@ -307,10 +320,18 @@ def _train(config, run, resume, loaded, ctx, device_name):
         total_loss = 0.0
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{t['epochs']}", unit="step",
                    leave=False, dynamic_ncols=True, mininterval=1.0, disable=not ctx.is_main)
+        shifts = _epoch_generator(t["seed"], epoch, 2)
         for i in _closing(bar):
             batch = order[i * batch_size:(i + 1) * batch_size]
             idx = dist.batch_share(batch, ctx)
-            x = train_bits[idx].to(device, torch.float32, non_blocking=True)
+            if shift:  # the batch's images shifted, then encoded (the same bits as shifting the encoded image)
+                x = encoder.encode(shift_images(data.x_train[idx.numpy()], image, shift, shifts))
+                x = x.to(device, torch.float32, non_blocking=True)
+            else:
+                x = train_bits[idx].to(device, torch.float32, non_blocking=True)
+            lr = learning_rate(t, state["step"] + i, total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             y = y_train[idx].to(device, non_blocking=True)
             loss, step_loss = batch_loss(model, x, y, len(batch), ctx)
             _check_loss(step_loss, epoch, i, state, ctx, device)
@@ -353,6 +374,27 @@ def _train(config, run, resume, loaded, ctx, device_name):
     summary = write_summary(run.out, config, net, state, data, device, ctx)
     plot_curves(run.out / "curves.png", state["history"], config)
     return summary
+
+
+def learning_rate(t, step, total_steps):
+    """``train.lr`` at ``step`` (0-based) of ``total_steps`` under ``train.schedule``."""
+    if t.get("schedule", "constant") == "cosine" and total_steps > 0:
+        return t["lr"] * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    return t["lr"]
+
+
+def shift_images(x, image, shift, generator):
+    """Each row of ``x`` (``[N, C*H*W]`` raw features of ``image = (C, H, W)``) shifted by its own
+    random ``(dy, dx)`` in ``[-shift, shift]``, zero-filled: a pixel of 0 is below every threshold,
+    so the thermometer bits of the shifted image are the shifted bits of the image."""
+    c, h, w = image
+    x = torch.as_tensor(x).reshape(len(x), c, h, w)
+    padded = torch.nn.functional.pad(x, (shift, shift, shift, shift))
+    dy, dx = (torch.randint(0, 2 * shift + 1, (2, len(x)), generator=generator))
+    rows = (torch.arange(h)[None, :] + dy[:, None])[:, None, :, None]
+    cols = (torch.arange(w)[None, :] + dx[:, None])[:, None, None, :]
+    out = padded[torch.arange(len(x))[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
+    return out.reshape(len(x), -1)
 
 
 def _closing(bar):
@@ -413,6 +455,7 @@ def write_summary(out, config, net, state, data, device, ctx):
         "val_acc_discrete": last.get("val_acc_discrete"),
         "undecided": last.get("undecided"),
         "gates": net.gates,
+        "gates_per_kind": net.gates_per_kind(),
         "params": net.params,
         "param_bytes": sum(p.numel() * p.element_size() for p in net.parameters()),
         "train_seconds": round(state["seconds"], 3),

@@ -49,7 +49,7 @@ def can_run(x):
     return gate.INTERPRETED
 
 
-def gate_forward(x, wiring, tables, reverse_index=None, deterministic=True):
+def gate_forward(x, wiring, tables, reverse_index=None, deterministic=True, table_index=None, table_groups=None):
     """One layer of gates through the Triton kernels; differentiable in ``x`` and ``tables``.
 
     ``x``: ``[in_features, batch]`` float32 / bfloat16 / float16, batch contiguous;
@@ -63,10 +63,14 @@ def gate_forward(x, wiring, tables, reverse_index=None, deterministic=True):
     it each backward builds one.
     ``deterministic=False`` sums the input gradient with fp32 atomics instead of the reverse
     index (run-to-run sum order then varies).
+    ``table_index [gates]``: gate ``g`` evaluates ``tables[table_index[g]]`` (shared tables, as in
+    convolutional layers), the table gradient summed over the gates of each table in a fixed
+    order (``table_groups``: ``build_reverse_index(table_index[:, None], len(tables))``, cached by
+    the caller).
     """
     from .gate import gate_forward as triton_gate_forward
 
-    return triton_gate_forward(x, wiring, tables, reverse_index, deterministic)
+    return triton_gate_forward(x, wiring, tables, reverse_index, deterministic, table_index, table_groups)
 
 
 def cpu_cannot_run_reason(x):

@@ -56,8 +56,8 @@ _ATOMIC_INPUT_GRAD = 2  # fp32 atomics into x's gradient
 
 
 @triton.jit
-def _gate_forward_kernel(x_ptr, wiring_ptr, tables_ptr, out_ptr, gates, batch, stride_x, stride_out,
-                         N: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_B: tl.constexpr):
+def _gate_forward_kernel(x_ptr, wiring_ptr, tables_ptr, table_index_ptr, out_ptr, gates, batch, stride_x, stride_out,
+                         N: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_B: tl.constexpr, SHARED: tl.constexpr):
     ENTRIES: tl.constexpr = 1 << N
     gate = tl.program_id(0) * BLOCK_G + tl.arange(0, BLOCK_G)
     col = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -65,7 +65,11 @@ def _gate_forward_kernel(x_ptr, wiring_ptr, tables_ptr, out_ptr, gates, batch, s
     ok = gate_ok[:, None] & (col < batch)[None, :]
     gate = gate.to(tl.int64)
     entry = tl.arange(0, ENTRIES)
-    table = tl.load(tables_ptr + gate[:, None] * ENTRIES + entry[None, :], mask=gate_ok[:, None], other=0.0)
+    if SHARED:
+        table_row = tl.load(table_index_ptr + gate, mask=gate_ok, other=0).to(tl.int64)
+    else:
+        table_row = gate
+    table = tl.load(tables_ptr + table_row[:, None] * ENTRIES + entry[None, :], mask=gate_ok[:, None], other=0.0)
     t = tl.expand_dims(table, 1)  # [BLOCK_G, 1, ENTRIES]; the batch dim appears at the first fold
     for j in tl.static_range(N):
         src = tl.load(wiring_ptr + gate * N + j, mask=gate_ok, other=0).to(tl.int64)
@@ -77,16 +81,22 @@ def _gate_forward_kernel(x_ptr, wiring_ptr, tables_ptr, out_ptr, gates, batch, s
 
 
 @triton.jit
-def _gate_backward_kernel(x_ptr, wiring_ptr, tables_ptr, grad_out_ptr, grad_edge_ptr, grad_x_ptr,
+def _gate_backward_kernel(x_ptr, wiring_ptr, tables_ptr, table_index_ptr, grad_out_ptr, grad_edge_ptr, grad_x_ptr,
                           grad_tables_ptr, gates, batch, stride_x, stride_grad_out, stride_edge, stride_grad_x,
                           N: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_B: tl.constexpr,
-                          INPUT_GRAD: tl.constexpr, TABLE_GRAD: tl.constexpr):
+                          INPUT_GRAD: tl.constexpr, TABLE_GRAD: tl.constexpr, SHARED: tl.constexpr):
+    """``grad_tables_ptr``: ``[gates, 2**n]``, the table gradient of each gate (with shared tables
+    :func:`_table_grad_reduce` then sums it over the gates of each table)."""
     ENTRIES: tl.constexpr = 1 << N
     gate = tl.program_id(0) * BLOCK_G + tl.arange(0, BLOCK_G)
     gate_ok = gate < gates
     gate = gate.to(tl.int64)
     entry = tl.arange(0, ENTRIES)
-    table = tl.load(tables_ptr + gate[:, None] * ENTRIES + entry[None, :], mask=gate_ok[:, None], other=0.0)
+    if SHARED:
+        table_row = tl.load(table_index_ptr + gate, mask=gate_ok, other=0).to(tl.int64)
+    else:
+        table_row = gate
+    table = tl.load(tables_ptr + table_row[:, None] * ENTRIES + entry[None, :], mask=gate_ok[:, None], other=0.0)
     table = tl.expand_dims(table, 1)
     srcs = ()
     for j in tl.static_range(N):
@@ -173,9 +183,10 @@ def _device_context(x):
     return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
 
 
-def gate_forward_launch(x, wiring, tables):
+def gate_forward_launch(x, wiring, tables, table_index=None):
     """Launch the forward kernel: ``x [in, batch]``, ``wiring [gates, n]``, fp32 ``tables
-    [gates, 2**n]`` (all contiguous) -> ``[gates, batch]`` in ``x``'s dtype."""
+    [gates, 2**n]`` (or ``[tables, 2**n]`` with ``table_index [gates]``; all contiguous) ->
+    ``[gates, batch]`` in ``x``'s dtype."""
     gates, n = wiring.shape
     batch = x.shape[1]
     out = torch.empty((gates, batch), dtype=x.dtype, device=x.device)
@@ -184,20 +195,29 @@ def gate_forward_launch(x, wiring, tables):
     block_g, block_b = _tile(gates, batch, FORWARD_TILE[n])
     grid = (triton.cdiv(gates, block_g), triton.cdiv(batch, block_b))
     with _device_context(x):
-        _gate_forward_kernel[grid](x, wiring, tables, out, gates, batch, x.stride(0), out.stride(0),
-                                   N=n, BLOCK_G=block_g, BLOCK_B=block_b, num_warps=_NUM_WARPS)
+        _gate_forward_kernel[grid](x, wiring, tables, table_index if table_index is not None else wiring, out, gates,
+                                   batch, x.stride(0), out.stride(0), N=n, BLOCK_G=block_g, BLOCK_B=block_b,
+                                   SHARED=table_index is not None, num_warps=_NUM_WARPS)
     return out
 
 
 def gate_backward_launch(grad_out, x, wiring, tables, reverse_index=None, deterministic=True,
-                         input_grad=True, table_grad=True):
+                         input_grad=True, table_grad=True, table_index=None, table_groups=None):
     """Launch the backward kernels. Returns ``(grad_x or None, grad_tables or None)``;
-    ``grad_x`` is in ``x``'s dtype, ``grad_tables`` in float32."""
+    ``grad_x`` is in ``x``'s dtype, ``grad_tables`` (shaped like ``tables``) in float32.
+
+    With ``table_index``, the per-gate table gradients are summed over the gates of each table
+    through ``table_groups`` (the CSR index of ``table_index[:, None]``, built when missing), in
+    a fixed order: deterministic like the rest of the backward."""
     gates, n = wiring.shape
     in_features, batch = x.shape
     grad_x = grad_tables = None
-    if table_grad:
+    if table_grad and table_index is not None and gates and batch:
         grad_tables = torch.empty((gates, 1 << n), dtype=torch.float32, device=x.device)
+        if table_groups is None:
+            table_groups = build_reverse_index(table_index[:, None], tables.shape[0])
+    elif table_grad:
+        grad_tables = torch.empty(tuple(tables.shape), dtype=torch.float32, device=x.device)
     if input_grad:
         # The reverse-index kernel writes every element; the atomics add into zeros.
         grad_x = torch.empty_like(x) if deterministic and gates and batch else torch.zeros_like(x)
@@ -221,7 +241,7 @@ def gate_backward_launch(grad_out, x, wiring, tables, reverse_index=None, determ
     with _device_context(x):
         # Pointer arguments of a disabled output still need a tensor; any will do.
         _gate_backward_kernel[grid](
-            x, wiring, tables, grad_out,
+            x, wiring, tables, table_index if table_index is not None else wiring, grad_out,
             grad_edge if grad_edge is not None else x,
             grad_x_acc if grad_x_acc is not None else x,
             grad_tables if grad_tables is not None else tables,
@@ -229,16 +249,29 @@ def gate_backward_launch(grad_out, x, wiring, tables, reverse_index=None, determ
             grad_edge.stride(0) if grad_edge is not None else 0,
             grad_x_acc.stride(0) if grad_x_acc is not None else 0,
             N=n, BLOCK_G=block_g, BLOCK_B=block_b, INPUT_GRAD=mode, TABLE_GRAD=table_grad,
-            num_warps=_NUM_WARPS)
+            SHARED=table_index is not None, num_warps=_NUM_WARPS)
         if mode == _EDGE_INPUT_GRAD:
             block_b = min(max(triton.next_power_of_2(batch), _MIN_BLOCK_B), _MAX_BLOCK_B)
             grid = (in_features, triton.cdiv(batch, block_b))
             _gate_input_grad_kernel[grid](grad_edge, reverse_index.offsets, reverse_index.edges, grad_x, batch,
                                           grad_edge.stride(0), grad_x.stride(0), BLOCK_B=block_b,
                                           num_warps=_NUM_WARPS)
+        if table_grad and table_index is not None:
+            per_gate, grad_tables = grad_tables, torch.empty(tuple(tables.shape), dtype=torch.float32, device=x.device)
+            _table_grad_reduce(per_gate, table_groups, grad_tables)
     if mode == _ATOMIC_INPUT_GRAD and grad_x_acc is not grad_x:
         grad_x.copy_(grad_x_acc)
     return grad_x, grad_tables
+
+
+def _table_grad_reduce(per_gate, table_groups, grad_tables):
+    """``grad_tables[t] = sum of per_gate[g]`` over the gates ``g`` of table ``t``, in CSR order:
+    the per-feature sum of the input gradient, with tables for features and table entries for
+    samples."""
+    entries = per_gate.shape[1]
+    _gate_input_grad_kernel[(grad_tables.shape[0], 1)](
+        per_gate, table_groups.offsets, table_groups.edges, grad_tables, entries, per_gate.stride(0),
+        grad_tables.stride(0), BLOCK_B=max(_MIN_BLOCK_B, triton.next_power_of_2(entries)), num_warps=_NUM_WARPS)
 
 
 class GateFunction(torch.autograd.Function):
@@ -246,28 +279,29 @@ class GateFunction(torch.autograd.Function):
     recomputes the fold in the backward (the reference saves ``2**n`` levels per sample)."""
 
     @staticmethod
-    def forward(ctx, x, wiring, tables, reverse_index, deterministic):
+    def forward(ctx, x, wiring, tables, reverse_index, deterministic, table_index, table_groups):
         tables32 = tables.to(torch.float32).contiguous()
-        out = gate_forward_launch(x, wiring, tables32)
-        ctx.save_for_backward(x, wiring, tables32)
+        out = gate_forward_launch(x, wiring, tables32, table_index)
+        ctx.save_for_backward(x, wiring, tables32, table_index)
         ctx.reverse_index = reverse_index
+        ctx.table_groups = table_groups
         ctx.deterministic = deterministic
         ctx.tables_dtype = tables.dtype
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, wiring, tables32 = ctx.saved_tensors
+        x, wiring, tables32, table_index = ctx.saved_tensors
         input_grad, _, table_grad = ctx.needs_input_grad[:3]
         grad_x, grad_tables = gate_backward_launch(
             grad_out.to(x.dtype).contiguous(), x, wiring, tables32, ctx.reverse_index, ctx.deterministic,
-            input_grad=input_grad, table_grad=table_grad)
+            input_grad=input_grad, table_grad=table_grad, table_index=table_index, table_groups=ctx.table_groups)
         if grad_tables is not None:
             grad_tables = grad_tables.to(ctx.tables_dtype)
-        return grad_x, None, grad_tables, None, None
+        return grad_x, None, grad_tables, None, None, None, None
 
 
-def _check(x, wiring, tables, reverse_index):
+def _check(x, wiring, tables, reverse_index, table_index=None, table_groups=None):
     if not (x.is_cuda or INTERPRETED):
         raise RuntimeError(
             f"the Triton gate kernels need CUDA tensors, x is on {x.device}; use "
@@ -281,9 +315,25 @@ def _check(x, wiring, tables, reverse_index):
     gates, n = wiring.shape
     if not 1 <= n <= MAX_GATE_INPUTS:
         raise ValueError(f"gates must have 1 to {MAX_GATE_INPUTS} inputs, not {n}")
-    if tuple(tables.shape) != (gates, 1 << n) or not tables.is_floating_point():
-        raise ValueError(f"tables must be floating point [{gates}, {1 << n}] for wiring [{gates}, {n}], "
+    rows = gates if table_index is None else "tables"
+    if (tables.dim() != 2 or tables.shape[1] != 1 << n or (table_index is None and tables.shape[0] != gates)
+            or not tables.is_floating_point()):
+        raise ValueError(f"tables must be floating point [{rows}, {1 << n}] for wiring [{gates}, {n}], "
                          f"not {tables.dtype} {tuple(tables.shape)}")
+    if table_index is not None:
+        if (table_index.dim() != 1 or table_index.shape[0] != gates
+                or table_index.dtype not in (torch.int32, torch.int64)):
+            raise ValueError(f"table_index must be an integer tensor [{gates}], not {table_index.dtype} "
+                             f"{tuple(table_index.shape)}")
+        if table_index.device != x.device:
+            raise ValueError(f"table_index is on {table_index.device}, x on {x.device}")
+        if gates and (int(table_index.min()) < 0 or int(table_index.max()) >= tables.shape[0]):
+            raise IndexError(f"table_index points outside the {tables.shape[0]} tables: min "
+                             f"{int(table_index.min())}, max {int(table_index.max())}")
+        if table_groups is not None and (not isinstance(table_groups, ReverseIndex)
+                                         or not table_groups.matches(table_index[:, None], tables.shape[0])):
+            raise ValueError("table_groups was not built for this table_index; build it with "
+                             "build_reverse_index(table_index[:, None], tables)")
     if wiring.device != x.device or tables.device != x.device:
         raise ValueError(f"x, wiring and tables must be on one device, not {x.device}, {wiring.device}, "
                          f"{tables.device}")
@@ -296,7 +346,7 @@ def _check(x, wiring, tables, reverse_index):
                              "move it with reverse_index.to(device)")
 
 
-def gate_forward(x, wiring, tables, reverse_index=None, deterministic=True):
+def gate_forward(x, wiring, tables, reverse_index=None, deterministic=True, table_index=None, table_groups=None):
     """One layer of gates on the GPU: the Triton version of
     :func:`dlgn.train.functional.gate_forward`.
 
@@ -309,8 +359,16 @@ def gate_forward(x, wiring, tables, reverse_index=None, deterministic=True):
     in_features)``, built once and cached); without it each backward builds one.
     ``deterministic=False`` uses fp32 atomics for the input gradient instead (no index, no
     ``[n * gates, batch]`` buffer, run-to-run sum order varies).
+
+    ``table_index`` ``[gates]``: gate ``g`` evaluates ``tables[table_index[g]]`` (``tables`` is then
+    ``[tables, 2**n]``; convolutional layers share a table over positions); the table gradient sums
+    over the gates of each table, deterministically through ``table_groups``
+    (``build_reverse_index(table_index[:, None], len(tables))``, built once and cached by the
+    caller; without it each backward builds one).
     """
-    _check(x, wiring, tables, reverse_index)
+    _check(x, wiring, tables, reverse_index, table_index, table_groups)
     if x.stride(1) != 1:
         x = x.contiguous()
-    return GateFunction.apply(x, wiring.contiguous(), tables, reverse_index, deterministic)
+    if table_index is not None:
+        table_index = table_index.contiguous()
+    return GateFunction.apply(x, wiring.contiguous(), tables, reverse_index, deterministic, table_index, table_groups)
