@@ -217,6 +217,59 @@ def test_rejects_bad_arguments(kernels):
         kernels.gate_forward(x, wiring, tables, reverse_index=build_reverse_index(wiring[:4], 8))
 
 
+@pytest.mark.parametrize("n", [1, 2, 4, 6])
+@pytest.mark.parametrize("deterministic", [True, False], ids=["csr", "atomic"])
+def test_shared_tables_match_reference(kernels, n, deterministic):
+    """Gates sharing tables (a gather with repeated table indices, as in convolutional layers):
+    the table gradient sums over the gates of each table; an unused table gets zero."""
+    x, wiring, _, grad_out = _case(13, 37, n, 19, seed=20 + n)
+    gen = torch.Generator().manual_seed(n)
+    tables = torch.rand(6, 1 << n, generator=gen)
+    table_index = torch.randint(0, 5, (37,), generator=gen)  # table 5 is never used
+    want = _run(F.gate_forward, x, wiring, tables, grad_out, table_index=table_index)
+    groups = build_reverse_index(table_index[:, None], 6)
+    for kwargs in ({}, {"table_groups": groups}):
+        got = _run(kernels.gate_forward, x, wiring, tables, grad_out, deterministic=deterministic,
+                   table_index=table_index, **kwargs)
+        for name, g, w in zip(("output", "grad_x", "grad_tables"), got, want):
+            torch.testing.assert_close(g, w, **FLOAT32, msg=lambda m: f"{name}: {m}")
+        assert torch.equal(got[2][5], torch.zeros(1 << n))
+    again = _run(kernels.gate_forward, x, wiring, tables, grad_out, table_index=table_index, table_groups=groups)
+    first = _run(kernels.gate_forward, x, wiring, tables, grad_out, table_index=table_index, table_groups=groups)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+
+
+def test_conv_layer_through_the_kernels(kernels):
+    """A convolutional layer (trees shared over positions, padding, stride 2, OR pooling) on the
+    Triton kernels: output and parameter and input gradients equal to the reference path's."""
+    from dlgn.train.conv import ConvLayer
+
+    results = []
+    for name in ("reference", "triton"):
+        layer = ConvLayer((3, 9, 7), 4, 3, 2, 2, 2, 1, 2, 0, init="gaussian", seed=3, kernels=name)
+        x = torch.rand(layer.in_features, 11, generator=torch.Generator().manual_seed(2), requires_grad=True)
+        y = layer(x, "soft")
+        y.backward(torch.randn(y.shape, generator=torch.Generator().manual_seed(3)))
+        results.append((y.detach(), x.grad, layer.weight.grad))
+        with torch.no_grad():
+            bits = (x > 0.5).float()
+            results[-1] += (layer(bits, "discrete"),)
+    for got, want in zip(results[1][:3], results[0][:3]):
+        torch.testing.assert_close(got, want, **FLOAT32)
+    assert torch.equal(results[1][3], results[0][3])
+
+
+def test_rejects_bad_table_index(kernels):
+    x, wiring, tables, _ = _case(8, 5, 2, 3, seed=11)
+    with pytest.raises(IndexError, match="table_index points outside the 5 tables"):
+        kernels.gate_forward(x, wiring, tables, table_index=torch.tensor([0, 1, 2, 3, 5]))
+    with pytest.raises(ValueError, match=r"table_index must be an integer tensor \[5\]"):
+        kernels.gate_forward(x, wiring, tables, table_index=torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="table_groups was not built for this table_index"):
+        kernels.gate_forward(x, wiring, tables, table_index=torch.zeros(5, dtype=torch.int64),
+                             table_groups=build_reverse_index(torch.zeros(5, 1, dtype=torch.int64), 4))
+
+
 def test_reverse_index():
     wiring = torch.tensor([[2, 0], [2, 2], [1, 0]])  # gate 1 reads feature 2 twice; feature 3 unread
     index = build_reverse_index(wiring, 4)
