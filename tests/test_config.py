@@ -152,3 +152,44 @@ def test_bad_widths_one_line_through_the_command(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "model.widths[1] must be a positive" in proc.stderr
     assert not (tmp_path / "r").exists()
+
+
+BOARD_CONFIGS = {"ulx3s-85f": "ulx3s-85f.toml", "ulx3s-25f": "ulx3s-25f.toml", "ulx3s-12f": "ulx3s-12f.toml",
+                 "icebreaker": "icebreaker.toml"}
+
+
+@pytest.mark.parametrize("board", sorted(BOARD_CONFIGS))
+def test_board_configs_fit_their_boards(board):
+    """Every board's config fits its board by the estimate --fit uses (the gates that reach an
+    output, as LUTs) with the uart top; the 85F's is the default model."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from dlgn.boards.targets import get_board
+    from dlgn.train.config import layer_gate_inputs, layer_widths
+    from dlgn.train.encoding import Thermometer
+    from dlgn.train.fit import untrained_estimate
+
+    root = Path(__file__).resolve().parent.parent / "configs"
+    config = validate(load_config(root / BOARD_CONFIGS[board]))
+    target = get_board(board)
+    d, m = config["data"], config["model"]
+    thresholds = Thermometer.fit(np.zeros((1, 784), dtype=np.uint8), d["thresholds"], d["encoding"], 255).thresholds
+    estimate = untrained_estimate(layer_widths(m), layer_gate_inputs(m), 10, m["groups"], thresholds, target.family,
+                                  "uart")
+    assert estimate["total"] < target.lut4, estimate
+    if board == "ulx3s-85f":
+        default = validate(load_config(root / "default.toml"))
+        assert config == default
+
+
+def test_reachable_gates_match_the_measured_sweep():
+    """The reachability estimate --fit uses, against the LUT4 the compiler kept of the trained
+    width-sweep models (bench/results/widths-2026-12-01.json): within 6%."""
+    from dlgn.train.fit import reachable_gates
+
+    for widths, measured in (([8000, 8000, 8000], 22532), ([11000, 11000, 2000], 16594),
+                             ([11500, 11500, 1000], 11800)):
+        assert sum(reachable_gates(widths, [4, 4, 4])) == pytest.approx(measured, rel=0.06)
+    assert reachable_gates([100, 10], [2, 2])[1] == 10
