@@ -108,6 +108,7 @@ def build_model(config, in_bits, classes):
         tau=m["tau"] or None, seed=t["seed"], gumbel=t["gumbel"], gumbel_tau=t["gumbel_tau"],
         kernels=t["kernels"], window=m["window"], groups=m["groups"], widths=m.get("widths") or None,
         conv=conv, image=DATASET_INFO[config["data"]["name"]]["image"] if conv else None,
+        candidates=m.get("candidates", 4),
     )
 
 

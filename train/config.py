@@ -43,7 +43,8 @@ DEFAULTS = {
         "estimator": "sin01",
         "init": "residual",
         "wiring": "random",
-        "window": 64,  # features a gate may read with wiring = "windowed"
+        "window": 64,  # features a gate may read with wiring = "windowed" (or "learned")
+        "candidates": 4,  # wiring = "learned": candidate features per gate input, from the window
         "groups": "contiguous",  # class groups: contiguous | interleaved
         "tau": 0.0,  # 0: sqrt(width / classes)
         # convolutional logic layers before the dense ones, e.g.
@@ -74,7 +75,7 @@ CHOICES = {
     "model.parametrization": PARAMETRIZATIONS,
     "model.estimator": ESTIMATORS,
     "model.init": INITS,
-    "model.wiring": WIRINGS,
+    "model.wiring": WIRINGS + ("learned",),
     "model.groups": GROUP_LAYOUTS,
     "train.kernels": KERNELS,
     "train.schedule": SCHEDULES,
@@ -304,6 +305,13 @@ def validate(config):
     if flat["model.wiring"] == "windowed" and flat["model.window"] < max(inputs):
         raise ConfigError(f"model.window must be at least model.gate_inputs ({max(inputs)}) "
                           f"with model.wiring = 'windowed', not {flat['model.window']}")
+    if flat["model.wiring"] == "learned":
+        if flat["model.candidates"] < 2:
+            raise ConfigError(f"model.candidates must be at least 2 with model.wiring = 'learned' (1 is fixed "
+                              f"windowed wiring), not {flat['model.candidates']!r}")
+        if flat["model.window"] < max(flat["model.candidates"], max(inputs)):
+            raise ConfigError(f"model.window ({flat['model.window']}) must hold model.candidates "
+                              f"({flat['model.candidates']}) features with model.wiring = 'learned'")
     if flat["model.parametrization"] == "iwp" and flat["train.weight_decay"] > 0:
         raise ConfigError(
             "train.weight_decay must be 0 with model.parametrization = 'iwp': decay pulls every table "

@@ -65,7 +65,8 @@ class LogicNet(nn.Module):
 
     def __init__(self, in_bits, classes, width, depth, gate_inputs=2, parametrization="iwp",
                  estimator="sin01", init="residual", wiring="random", tau=None, seed=0,
-                 gumbel=False, gumbel_tau=1.0, kernels="auto", window=64, groups="contiguous", widths=None, conv=None, image=None):
+                 gumbel=False, gumbel_tau=1.0, kernels="auto", window=64, groups="contiguous", widths=None, conv=None, image=None,
+                 candidates=4):
         super().__init__()
         if groups not in F.GROUP_LAYOUTS:
             raise ValueError(f"groups must be one of {F.GROUP_LAYOUTS}, not {groups!r}")
@@ -97,9 +98,16 @@ class LogicNet(nn.Module):
         layers = []
         features = self.conv[-1].out_features if len(self.conv) else in_bits
         for i, (gates, n) in enumerate(zip(widths, inputs)):
-            layers.append(LogicLayer(features, gates, n, parametrization, estimator, init,
-                                     wiring, seed=seed * 1000 + i, gumbel=gumbel, gumbel_tau=gumbel_tau,
-                                     kernels=kernels, window=window))
+            if wiring == "learned":  # inputs chosen by training among candidates of the window
+                from .learned import LearnedLogicLayer
+
+                layers.append(LearnedLogicLayer(features, gates, n, parametrization, estimator, init,
+                                                seed=seed * 1000 + i, gumbel=gumbel, gumbel_tau=gumbel_tau,
+                                                kernels=kernels, window=window, candidates=candidates))
+            else:
+                layers.append(LogicLayer(features, gates, n, parametrization, estimator, init,
+                                         wiring, seed=seed * 1000 + i, gumbel=gumbel, gumbel_tau=gumbel_tau,
+                                         kernels=kernels, window=window))
             features = gates
         self.layers = nn.ModuleList(layers)
 

@@ -1,0 +1,70 @@
+"""Collect training experiments (run directories) into one results file.
+
+Each run directory's resolved config, per-epoch history (``metrics.csv``) and summary (or, for a
+run stopped before its end, its last finished epoch) become one row of
+``bench/results/recipe-<date>.json``, so that a choice of recipe (schedule, augmentation,
+widths, thresholds) can be checked against the runs behind it.
+
+    python bench/recipe_log.py RUN_DIR [RUN_DIR ...] [--note TEXT] [--out PATH]
+"""
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from machine import cpu_name  # noqa: E402
+
+#: the config keys a recipe experiment varies
+KEYS = [("data", "thresholds"), ("data", "augment_shift"), ("model", "widths"), ("model", "width"), ("model", "depth"),
+        ("model", "gate_inputs"), ("model", "wiring"), ("train", "epochs"), ("train", "lr"), ("train", "schedule")]
+
+
+def row(run):
+    from dlgn.train.config import load_config
+
+    run = Path(run)
+    config = load_config(run / "config.toml")
+    with open(run / "metrics.csv") as f:
+        history = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else None
+    last = history[-1] if history else {}
+    return {
+        "run": run.name,
+        "config": {f"{s}.{k}": config[s][k] for s, k in KEYS},
+        "finished": summary is not None,
+        "epochs_done": int(last.get("epoch", 0)),
+        "test_acc_discrete": summary["test_acc_discrete"] if summary else last.get("test_acc_discrete"),
+        "test_acc_soft": summary["test_acc_soft"] if summary else last.get("test_acc_soft"),
+        "train_seconds": summary["train_seconds"] if summary else last.get("seconds"),
+        "history": [{k: r[k] for k in ("epoch", "seconds", "test_acc_discrete", "test_acc_soft", "val_acc_discrete")}
+                    for r in history],
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--note", default="")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    date = datetime.date.today().isoformat()
+    out = args.out or HERE / "results" / f"recipe-{date}.json"
+    rows = [row(r) for r in args.runs]
+    result = {"date": date, "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "arch": platform.machine()},
+              "load_average_now": [round(x, 2) for x in os.getloadavg()], "note": args.note, "rows": rows}
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    for r in rows:
+        state = "" if r["finished"] else f" (stopped after epoch {r['epochs_done']})"
+        print(f"{r['run']:<40} {100 * r['test_acc_discrete']:.2f}% discrete, {r['train_seconds']:.0f} s{state}")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
