@@ -282,3 +282,16 @@ def test_conv_digits_compiled_and_simulated_without_mismatch(conv_digits_run, tm
     summary = json.loads((conv_digits_run / "summary.json").read_text())
     assert sim["mismatches"] == 0 and sim["samples"] == 359
     assert sim["sim_accuracy"] == summary["test_acc_discrete"]
+
+
+def test_resumed_conv_run_equals_an_uninterrupted_one(tmp_path):
+    config = str(ROOT / "configs" / "conv_digits.toml")
+    short = ["--set", "train.threads=1", "--set", "model.widths=[200, 100]"]
+    assert main(["train", config, "--out", str(tmp_path / "whole"), *short, "--set", "train.epochs=2"]) == 0
+    assert main(["train", config, "--out", str(tmp_path / "part"), *short, "--set", "train.epochs=1"]) == 0
+    assert main(["train", "--resume", str(tmp_path / "part"), "--set", "train.epochs=2"]) == 0
+    from dlgn.train.checkpoint import load_model
+
+    whole, part = load_model(tmp_path / "whole")[0], load_model(tmp_path / "part")[0]
+    for (name, a), (_, b) in zip(whole.state_dict().items(), part.state_dict().items()):
+        assert torch.equal(a, b), name
