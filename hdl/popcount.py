@@ -48,7 +48,9 @@ flip-flops (17 levels); ``"chain"`` 1.76, 2.01, 180 / 116 MHz, with 0.9 times it
 (9 levels, the adder's 10).
 
 :func:`plan_class` builds a class's plan; :func:`evaluate_plan` evaluates one on given bits (the
-pure-Python reference the tests compare the hardware against).
+pure-Python reference the tests compare the hardware against); :func:`check_plan` proves a plan
+computes the popcount for every input (cell by cell, exhaustively: what ``dlgn bitstream`` checks
+before it builds a plan onto a board).
 """
 
 from collections import deque
@@ -59,7 +61,7 @@ from amaranth.hdl import Const, Mux, Signal
 from .core import lut_expression
 
 __all__ = ["POPCOUNT_PLANS", "Position", "Chain", "Lut", "ClassPlan", "plan_class", "evaluate_plan",
-           "position_value", "chain_logic"]
+           "check_plan", "position_value", "chain_logic"]
 
 POPCOUNT_PLANS = ("compressor", "chain")
 
@@ -327,6 +329,103 @@ def evaluate_plan(plan, bits):
     return sum(value[w] << k for k, w in enumerate(plan.result) if w is not None)
 
 
+def check_plan(plan):
+    """Prove that ``plan`` computes the number of ones among its input wires (plus its constant
+    wires) for every input, or raise ``ValueError`` naming the first wrong cell. Returns the number
+    of cells checked.
+
+    The proof is arithmetic, so it does not grow with the group: the *weighted sum* of the wires
+    alive (``sum value(w) * 2**column(w)``) starts as the score and must be kept by every round.
+    The LUTs of a round that read the same wires form one compressor, checked over all ``2**k``
+    values of its ``k <= 4`` inputs: its outputs must hold the weighted sum of its inputs. A chain
+    is checked position by position over its inputs and carry in (``sum + 2 carry_out`` = inputs
+    + carry in, in the position's weight), and its last carry out must be 0 for every input. A
+    bit a cell would put at or above the score width (a dropped carry) is 0 because the weighted
+    sum of all wires never exceeds the largest score, which is below ``2**width``. Then every
+    round keeps the weighted sum, and after the last one it is the score bits'. Wires are checked
+    to be made before they are read, read once, and the result to be one wire per column."""
+    columns, width = plan.columns, plan.width
+    alive = {w for w, _s in enumerate(plan.sources)}
+    checked = 0
+
+    def fail(message):
+        raise ValueError(f"popcount plan: {message}")
+
+    for r, cells in enumerate(plan.rounds, start=1):
+        read, made = [], []
+        luts = {}
+        for cell in cells:
+            if isinstance(cell, Lut):
+                luts.setdefault(tuple(cell.inputs), []).append(cell)
+        for inputs, group in luts.items():
+            read += inputs
+            if len(inputs) > 4:
+                fail(f"round {r}: a LUT reads {len(inputs)} wires")
+            for a in range(1 << len(inputs)):
+                value_in = sum(((a >> j) & 1) << columns[w] for j, w in enumerate(inputs))
+                value_out = sum(((c.table >> a) & 1) << columns[c.output] for c in group)
+                if value_in != value_out and value_in < (1 << width):
+                    fail(f"round {r}: the LUTs reading wires {inputs} give {value_out} for inputs worth {value_in}")
+            made += [c.output for c in group]
+            checked += len(group)
+        for cell in cells:
+            if isinstance(cell, Lut):
+                continue
+            positions = cell.positions
+            for k in range(1, len(positions)):
+                if columns[positions[k].output] != columns[positions[k - 1].output] + 1:
+                    fail(f"round {r}: carry-chain positions {k - 1} and {k} are not in consecutive columns")
+            # Blocks of positions: a position that reads wires of a lower column than its own (the
+            # second of a pair) is checked together with the ones before it.
+            blocks = []
+            for position in positions:
+                col = columns[position.output]
+                if blocks and any(columns[w] < col for w in position.inputs):
+                    blocks[-1].append(position)
+                else:
+                    blocks.append([position])
+            carries = {0}
+            for block in blocks:
+                base = columns[block[0].output]
+                wires = list(dict.fromkeys(w for p in block for w in p.inputs))
+                if len(wires) > 8 or any(columns[w] < base for w in wires):
+                    fail(f"round {r}: a carry-chain block in column {base} reads {len(wires)} wires or a lower column")
+                nxt = set()
+                for a in range(1 << len(wires)):
+                    value = {w: (a >> j) & 1 for j, w in enumerate(wires)}
+                    value_in = sum(v << (columns[w] - base) for w, v in value.items())
+                    for carry_in in carries:
+                        carry, value_out = carry_in, 0
+                        for i, position in enumerate(block):
+                            bit, carry = position_value(position, [value[w] for w in position.inputs], carry)
+                            value_out += bit << i
+                        value_out += carry << len(block)
+                        if value_out != value_in + carry_in:
+                            fail(f"round {r}: the carry-chain positions in columns {base}..{base + len(block) - 1} "
+                                 f"give {value_out} for inputs worth {value_in} and carry in {carry_in}")
+                        nxt.add(carry)
+                carries = nxt
+                read += wires
+                made += [p.output for p in block]
+                checked += len(block)
+            # The chain's last carry out is 0: an export position (no inputs, generate 0) makes none;
+            # at the score width it would be worth 2**width, more than any score (see above).
+            if carries != {0} and columns[positions[-1].output] + 1 < width:
+                fail(f"round {r}: a chain ends in column {columns[positions[-1].output]} with a carry out that "
+                     "can be 1")
+        if len(read) != len(set(read)) or not set(read) <= alive:
+            fail(f"round {r} reads a wire twice, or one that is not alive")
+        alive = (alive - set(read)) | set(made)
+        if r - 1 < len(plan.alive) and set(plan.alive[r - 1]) != alive:
+            fail(f"round {r}: the wires alive after it are not the ones the plan registers")
+    result = [w for w in plan.result if w is not None]
+    if set(result) != alive or any(columns[w] != k for k, w in enumerate(plan.result) if w is not None):
+        fail("the score bits are not one alive wire per column")
+    if len(plan.result) != width:
+        fail(f"the score has {len(plan.result)} bits, not {width}")
+    return checked
+
+
 def chain_logic(m, name, positions):
     """Add a carry chain to module ``m`` as plain logic (no device cells): ``positions`` lists
     ``(inputs, propagate, generate, out)`` with Amaranth values as inputs and a 1-bit ``out``
@@ -341,6 +440,6 @@ def chain_logic(m, name, positions):
         m.d.comb += out.eq(p ^ carry)
         if k + 1 < len(positions):
             g = lut_expression(generate, list(inputs[:2])) if generate and inputs else Const(0, 1)
-            nxt = Signal(name=f"{name}_c{k + 1}")
+            nxt = Signal(name=f"{out.name}_co")  # the device cells name their carries the same
             m.d.comb += nxt.eq(Mux(p, carry, g))
             carry = nxt

@@ -15,6 +15,7 @@ from dlgn.boards.primitives import carry_chain_for, ccu2c_init, check_group_sum_
 from dlgn.hdl import popcount as P
 from dlgn.hdl.group_sum import POPCOUNTS, GroupSum
 from dlgn.hdl.top import DlgnCore, verilog_ports
+from dlgn.compile.yosys import YosysError
 
 SIZES = (1, 2, 3, 7, 31, 100)
 PLANS = [k for k in POPCOUNTS if k != "adder"]
@@ -240,3 +241,47 @@ endmodule
     subprocess.run(["iverilog", "-o", "tb.vvp", "tb.v", "gs.v"], cwd=tmp_path, check=True)
     out = subprocess.run(["vvp", "tb.vvp"], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
     assert f"CHECKED {n}" in out, out
+
+
+# ------------------------------------------------------------------ the proofs the bitstream build runs
+
+@pytest.mark.parametrize("popcount", PLANS)
+def test_check_plan_proves_the_plans_and_catches_a_wrong_cell(popcount):
+    for n, ones in [(0, 0), (0, 6), (1, 0), (4, 1), (10, 0), (31, 2), (64, 0), (300, 3), (800, 0)]:
+        plan = P.plan_class(popcount, list(range(n)), ones)
+        assert P.check_plan(plan) == plan.luts + plan.positions
+    plan = P.plan_class(popcount, list(range(40)), 1)
+    # one wrong truth table, in a LUT or in a carry-chain position, is found
+    for r, cells in enumerate(plan.rounds):
+        for k, cell in enumerate(cells):
+            if isinstance(cell, P.Lut):
+                broken = P.Lut(cell.inputs, cell.table ^ 1 << (len(cell.inputs) and 1), cell.output)
+            else:
+                first = cell.positions[0]
+                broken = P.Chain((P.Position(first.inputs, first.propagate ^ 1, first.generate, first.output),)
+                                 + cell.positions[1:])
+            rounds = [list(c) for c in plan.rounds]
+            rounds[r][k] = broken
+            with pytest.raises(ValueError, match=f"popcount plan: round {r + 1}"):
+                P.check_plan(P.ClassPlan(plan.width, plan.columns, plan.sources, rounds, plan.alive, plan.result))
+            break
+
+
+@pytest.mark.parametrize("family,popcount", [("ecp5", "compressor"), ("ecp5", "chain"), ("ice40", "compressor")])
+def test_prove_group_sum_proves_the_build_and_finds_a_wrong_cell(family, popcount, tmp_path, monkeypatch):
+    """What ``dlgn bitstream`` proves: the plans cell by cell, and the device cells (on a stand-in
+    that shows every cell configuration of the group sum) with Yosys; a wrong INIT is found."""
+    from dlgn.boards import primitives
+
+    groups, ones = [list(range(0, 120, 2)), list(range(1, 120, 2)) + [3, 3], list(range(17))], [0, 2, 1]
+    proved = primitives.prove_group_sum(120, groups, ones, popcount, family, tmp_path / "ok")
+    assert proved["plan_equal_to_popcount"] and proved["device_cells_equal_to_plan"]
+    assert sum(proved["cells_proved_on"]["bits_per_class"]) < sum(map(len, groups)) or popcount == "chain"
+    right = primitives.lut_cell_for(family)
+
+    def wrong_lut(table, inputs, out):  # a full adder's sum with one INIT bit flipped
+        return right(table ^ 0x80 if table == 0x96 else table, inputs, out)
+
+    monkeypatch.setattr(primitives, "lut_cell_for", lambda fam: wrong_lut)
+    with pytest.raises(YosysError, match="unproven"):
+        primitives.prove_group_sum(120, groups, ones, popcount, family, tmp_path / "bad")
