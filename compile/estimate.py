@@ -21,22 +21,33 @@ __all__ = ["COEFFICIENTS", "design_estimate", "encoder_size"]
 #: adder-tree group sum): bench/results/estimate-2026-12-01.json, every build within 8.4% on
 #: ECP5 and 1.3% on iCE40. Refit when the hardware of a block changes.
 COEFFICIENTS = {
-    "ecp5": {"group_sum": 1.451, "argmax": 2.0, "encoder": 0.289, "uart_feature": 0.0, "flip_flops": 0.0,
-             "io": {"uart": 349, "bist": 219}},
-    "ice40": {"group_sum": 1.681, "argmax": 2.0, "encoder": 0.121, "uart_feature": 2.552, "flip_flops": 0.0,
-              "io": {"uart": 0, "bist": 289}},
+    "ecp5": {"group_sum": {"adder": 1.451, "compressor": 1.0, "chain": 1.0}, "argmax": 2.0, "encoder": 0.289,
+             "uart_feature": 0.0, "flip_flops": 0.0, "io": {"uart": 349, "bist": 219}},
+    "ice40": {"group_sum": {"adder": 1.681, "compressor": 1.0, "chain": 1.0}, "argmax": 2.0, "encoder": 0.121,
+              "uart_feature": 2.552, "flip_flops": 0.0, "io": {"uart": 0, "bist": 289}},
 }
 
 
-def design_estimate(report, family, top):
+def design_estimate(report, family, top, popcount="adder", group_sum_cells=None):
     """``{"core", "group_sum", "argmax", "encoder", "io", "flip_flops", "total"}`` in logic cells
     (``flip_flops``: the cells that pipeline registers need of their own, iCE40 only) for the build
-    whose ``compile_report.json`` is ``report``, on ``family`` with board top ``top``."""
+    whose ``compile_report.json`` is ``report``, on ``family`` with board top ``top``.
+
+    The group sum is its ``popcount`` implementation's cells: ``group_sum_cells`` (the
+    ``GroupSum.adder_bits`` of that implementation: adder-tree bits, or a plan's LUTs and
+    carry-chain positions; default the report's ``group_sum_adder_bits``, the adder tree's) times
+    that implementation's coefficient."""
     c = COEFFICIENTS[family]
+    if popcount not in c["group_sum"]:
+        raise ValueError(f"no estimate for popcount {popcount!r}; known: {', '.join(c['group_sum'])}")
+    if group_sum_cells is None:
+        if popcount != "adder":
+            raise ValueError(f"the estimate of a {popcount!r} group sum needs its cell count (group_sum_cells)")
+        group_sum_cells = int(report.get("group_sum_adder_bits", 0))
     classes = int(report["classes"])
     blocks = {
         "core": int(report.get("estimated_luts", report.get("gates", 0))),
-        "group_sum": round(c["group_sum"] * int(report.get("group_sum_adder_bits", 0))),
+        "group_sum": round(c["group_sum"][popcount] * int(group_sum_cells)),
         "argmax": round(c["argmax"] * max(0, classes - 1) * int(report["score_width"])),
         "encoder": round(c["encoder"] * _encoder(report)["chain_bits"]) if top == "uart" else 0,
         "io": int(c["io"][top]) + (round(c["uart_feature"] * _encoder(report)["feature_bits"]) if top == "uart" else 0),

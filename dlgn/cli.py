@@ -94,7 +94,7 @@ def _cmd_bitstream(args):
 
     build_bitstream(args.build_dir, args.board, args.out, top=args.top, freq=args.freq,
                     lut_primitives=not args.no_lut_primitives, bist_samples=args.bist_samples, router=args.router,
-                    seed=args.seed, verify=not args.no_verify)
+                    seed=args.seed, verify=not args.no_verify, popcount=args.popcount)
 
 
 def _cmd_infer(args):
@@ -198,6 +198,9 @@ def build_parser():
                    help="let Yosys map the gates' logic expressions instead of one device LUT4 per gate (slower)")
     p.add_argument("--no-verify", action="store_true",
                    help="skip the Yosys proof that the LUT-primitive core equals the generic core")
+    p.add_argument("--popcount", choices=("auto", "adder", "compressor", "chain"), default="auto",
+                   help="group sum implementation: auto (compressor on ECP5, adder on iCE40), the adder tree, LUT "
+                        "compressors, or carry chains (default: auto)")
     p.set_defaults(func=_cmd_bitstream)
 
     p = sub.add_parser("infer", help="classify test samples on a board running the uart top",

