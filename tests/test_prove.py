@@ -187,6 +187,20 @@ def test_an_unbalanced_pipeline_is_refused(tmp_path):
         prove_build(build, log=_quiet)
 
 
+def test_a_valid_stage_that_ignores_rst_fails(tmp_path):
+    netlist = random_netlist(in_bits=10, widths=(12, 8), classes=2, arities=(2, 3), seed=5)
+    compile_netlist(netlist, tmp_path / "b", pipeline_every=1, output_every=1, verify=False, log=_quiet)
+    build = tmp_path / "b"
+    text = (build / "dlgn_core.v").read_text()
+    edited, count = re.subn(r"= rst \? 1'h0 : in_valid;", "= in_valid;", text)
+    assert count == 1
+    (build / "dlgn_core.v").write_text(edited)
+    rehash_build(build)
+    with pytest.raises(ProveError, match=r"proof failed: out_valid is not in_valid delayed by \d+ cycles with rst "
+                                         r"clearing the pipeline"):
+        prove_build(build, log=_quiet)
+
+
 @pytest.mark.parametrize("pipeline_every,output_every", [(0, 0), (1, 1)])
 def test_cores_with_the_on_chip_encoder_are_proved_over_the_raw_features(tmp_path, pipeline_every, output_every):
     netlist = random_netlist(in_bits=18, widths=(20, 12), classes=3, seed=2, encoding=True)
