@@ -60,7 +60,7 @@ def _step(cmd, log):
     return proc.returncode, time.perf_counter() - started
 
 
-def measure(board, config, bist_freq, work, tops):
+def measure(board, config, bist_freq, work, tops, prove=True, verify=True):
     run, build = work / board / "run", work / board / "build"
     log = work / f"{board}.log"
     (work / board).mkdir(parents=True, exist_ok=True)
@@ -69,7 +69,8 @@ def measure(board, config, bist_freq, work, tops):
         if rc:
             raise SystemExit(f"training {board} failed, see {log}")
     if not (build / "compile_report.json").is_file():
-        rc, _ = _step([sys.executable, "-m", "dlgn", "compile", run, "--out", build, "--encoder"], log)
+        rc, _ = _step([sys.executable, "-m", "dlgn", "compile", run, "--out", build, "--encoder",
+                       *([] if prove else ["--no-prove"])], log)
         if rc:
             raise SystemExit(f"compiling {board} failed, see {log}")
     summary = json.loads((run / "summary.json").read_text())
@@ -83,6 +84,8 @@ def measure(board, config, bist_freq, work, tops):
             cmd = [sys.executable, "-m", "dlgn", "bitstream", build, "--board", board, "--top", top, "--out", out]
             if top == "bist":
                 cmd += ["--freq", str(bist_freq)]
+            if not verify:
+                cmd.append("--no-verify")
             load = os.getloadavg()
             rc, seconds = _step(cmd, log)
             failed = Path(f"{out}-failed") / "hw_report.json"
@@ -102,7 +105,7 @@ def measure(board, config, bist_freq, work, tops):
             "blocks": blocks, "summed_bits": hw.get("summed_bits"),
             "output_stage_share": round(output / hw["lut4"], 4) if blocks and hw["lut4"] else None,
             "fmax_mhz": hw["fmax_mhz"], "target_mhz": hw["target_mhz"], "timing_met": hw["timing_met"],
-            "popcount": hw.get("popcount"), "gates": compile_report["gates"], "widths": compile_report["source"]["model"].get("widths"),
+            "popcount": hw.get("popcount"), "gates": compile_report["gates"], "widths": (json.loads((build / "netlist.json").read_text()).get("source") or {}).get("model", {}).get("widths"),
             "train_seconds": summary["train_seconds"], "epochs": summary["epochs"],
             "build_seconds": (hw.get("timings") or {}).get("build_seconds"),
             "error": hw.get("error"), "hw_report": str(report_path),
@@ -146,8 +149,8 @@ def pareto(rows, path, date):
             ax.text(b.lut4, ymin + 0.2, f" {name}\n {b.lut4}", fontsize=7, color="tab:red", va="bottom")
     for name, acc in PEERS:
         ax.axhline(100 * acc, color="tab:green", alpha=0.35, lw=1, ls="--")
-        ax.text(ax.get_xlim()[0] if False else 1000, 100 * acc + 0.05, name + " (no LUT4 count)", fontsize=7,
-                color="tab:green")
+        ax.text(0.01, 100 * acc + 0.05, name + " (no LUT4 count)", fontsize=7, color="tab:green",
+                transform=ax.get_yaxis_transform())
     ax.set_xscale("log")
     ax.set(xlabel="LUT4 / logic cells (log)", ylabel="Fashion-MNIST discrete test accuracy (%)",
            title=f"dlgn accuracy per LUT, {date}")
@@ -180,6 +183,9 @@ def main(argv=None):
     parser.add_argument("--boards", default=",".join(BOARDS))
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "work" / "boards")
     parser.add_argument("--no-bist", action="store_true", help="only the uart top")
+    parser.add_argument("--no-prove", action="store_true", help="compile without the formal proof (saves CPU time)")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="skip the bitstream's Yosys proof of the LUT primitives (saves CPU time)")
     parser.add_argument("--pareto-only", action="store_true", help="redraw the plot from the newest boards JSON")
     args = parser.parse_args(argv)
     date = datetime.date.today().isoformat()
@@ -193,7 +199,8 @@ def main(argv=None):
                 raise SystemExit(f"unknown board {board!r}; known: {', '.join(BOARDS)}")
             config, freq = BOARDS[board]
             load = os.getloadavg()
-            new = measure(board, config, freq, args.work, ("uart",) if args.no_bist else ("uart", "bist"))
+            new = measure(board, config, freq, args.work, ("uart",) if args.no_bist else ("uart", "bist"),
+                          prove=not args.no_prove, verify=not args.no_verify)
             for r in new:
                 r.setdefault("load_average", [round(x, 2) for x in load])
             rows.extend(new)
