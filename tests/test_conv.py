@@ -82,23 +82,6 @@ def loop_conv(layer, x, tables):
     return torch.stack(out)
 
 
-def channels_first(y, shape):
-    """A layer's output ``[(y * W + x) * C + c, batch]`` as ``[batch, C, H, W]``."""
-    batch, channels, height, width = shape
-    return y.t().reshape(batch, height, width, channels).permute(0, 3, 1, 2)
-
-
-def test_second_layer_reads_position_major_features():
-    """A layer reading another's output takes feature (c, y, x) from row (y * W + x) * C + c."""
-    layer = _layer(((3, 5, 4), 2, 3, 1, 2, 1, 1, 1, 0))
-    x = torch.rand(2, 3, 5, 4, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
-    rows = x.permute(0, 2, 3, 1).reshape(2, -1).t().contiguous()
-    with torch.no_grad():
-        got = channels_first(layer.double()(rows, "soft"), (2, *layer.out_shape))
-        want = loop_conv(layer, x, rho(layer.weight))
-    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
-
-
 # (in_shape, channels, kernel, tree_depth, tree_inputs, stride, padding, pool, leaf_channels): odd sizes,
 # stride 2, padding, n-ary trees, a tree with more leaves than its field, no pooling
 CASES = [
@@ -123,11 +106,11 @@ def test_layer_matches_the_loop_formula_and_its_gradients(case, kernels):
     c_in, height, width = layer.in_shape
     gen = torch.Generator().manual_seed(1)
     x = torch.rand(2, c_in, height, width, generator=gen, dtype=torch.float64, requires_grad=True)
-    y = layer(x.permute(0, 2, 3, 1).reshape(2, -1).t().contiguous(), "soft")  # row (y * W + x) * C + c
+    y = layer(x.reshape(2, -1).t().contiguous(), "soft")
     assert y.shape == (layer.out_features, 2)
     weight = layer.weight.detach().clone().requires_grad_()
     want = loop_conv(layer, x, rho(weight))
-    got = channels_first(y, want.shape)
+    got = y.t().reshape(want.shape)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     grad_out = torch.randn(want.shape, generator=gen, dtype=torch.float64)
     want_x, want_w = torch.autograd.grad(want, (x, weight), grad_out)
@@ -146,7 +129,7 @@ def test_thermometer_input_layout():
                       dtype=torch.float64)
     planes = bits.reshape(2, colours, height, width, t).permute(0, 1, 4, 2, 3).reshape(2, colours * t, height, width)
     with torch.no_grad():
-        got = channels_first(layer(bits.t().contiguous(), "soft"), (2, *layer.out_shape))
+        got = layer(bits.t().contiguous(), "soft").t().reshape(2, *layer.out_shape)
         want = loop_conv(layer, planes, rho(layer.weight))
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
@@ -181,10 +164,8 @@ def test_discrete_mode_is_or_pooled_bits():
     bits = torch.randint(0, 2, (5, layer.in_features), generator=torch.Generator().manual_seed(6)).float()
     out = layer(bits.t().contiguous())
     assert set(out.unique().tolist()) <= {0.0, 1.0}
-    c_in, height, width = layer.in_shape
-    planes = bits.reshape(5, height, width, c_in).permute(0, 3, 1, 2)
-    want = loop_conv(layer, planes, layer.truth_tables().float())
-    assert torch.equal(channels_first(out, want.shape), want)
+    want = loop_conv(layer, bits.reshape(5, *layer.in_shape), layer.truth_tables().float())
+    assert torch.equal(out.t().reshape(want.shape), want)
 
 
 def _conv_net(seed=0):

@@ -20,9 +20,7 @@ discrete network is literally these gates: :meth:`ConvLayer.discrete_stages` han
 compiler as ordinary gate levels, the pooling as 4-input OR gates.
 
 Activations are feature-major ``[features, batch]`` as in the dense layers. Feature ``(c, y, x)``
-of a layer's output is row ``(y * W + x) * C + c``: position-major, channels fastest, like the
-thresholds of one pixel in the thermometer bits, so that windowed wiring in the next layer mixes
-the channels of neighbouring positions. The first layer reads the thermometer bits
+of a layer's output is row ``(c * H + y) * W + x``. The first layer reads the thermometer bits
 (:mod:`dlgn.train.encoding`: bit ``f * T + t`` is ``pixel_f > threshold_t``, and an image
 feature is ``f = (colour * H + y) * W + x``): its channels are ``colour * T + t``, read from row
 ``((colour * H + y) * W + x) * T + t``, so the trainer's bits need no reordering.
@@ -64,7 +62,7 @@ class ConvLayer(GateTables):
 
     ``in_shape``: ``(C_in, H, W)``; ``thermometer``: the count ``T`` of thresholds when the input
     is the trainer's thermometer bits (channels ``colour * T + t``, see the module docstring),
-    ``None`` when it is another layer's output (row ``(y * W + x) * C + c``). ``forward`` maps
+    ``None`` when it is another layer's output (row ``(c * H + y) * W + x``). ``forward`` maps
     ``[C_in * H * W, batch]`` to ``[prod(out_shape), batch]``.
 
     Tree layout: node ``j`` of level ``l`` (level 0 reads the leaves, level ``d - 1`` is the root;
@@ -113,12 +111,14 @@ class ConvLayer(GateTables):
         offsets = np.cumsum([0] + [channels * m for m in self.level_nodes])
         indices, wirings = [], []
         for level, nodes in enumerate(self.level_nodes):
-            # gate (position, k, node) of this level is number (position * channels + k) * nodes + node:
-            # the roots come out position-major, channels fastest
-            indices.append(np.tile(offsets[level] + np.arange(channels * nodes, dtype=np.int64), positions))
-            if level:  # node j reads nodes j * n .. j * n + n - 1 of the same tree below: gates g * n + i
-                gates = np.arange(channels * nodes * positions, dtype=np.int64)
-                wirings.append(gates[:, None] * n + np.arange(n))
+            # gate (k, node, position) of this level is number (k * nodes + node) * positions + position
+            tree = np.arange(channels * nodes, dtype=np.int64)
+            indices.append(np.repeat(offsets[level] + tree, positions))
+            if level:
+                below = self.level_nodes[level - 1]  # = nodes * n
+                k, node = np.divmod(tree, nodes)
+                first = (k * below + node * n)[:, None] + np.arange(n)  # [channels * nodes, n] gates below
+                wirings.append((first[:, None, :] * positions + np.arange(positions)[None, :, None]).reshape(-1, n))
         self.register_buffer("table_index", torch.from_numpy(np.concatenate(indices)), persistent=False)
         self.level_gates = [channels * nodes * positions for nodes in self.level_nodes]
         self._level_bounds = np.cumsum([0] + self.level_gates).tolist()
@@ -127,8 +127,8 @@ class ConvLayer(GateTables):
         self.pool_gates = 0
         if pool == 2:
             _, pool_h, pool_w = self.out_shape
-            y, x, k = np.meshgrid(np.arange(pool_h), np.arange(pool_w), np.arange(channels), indexing="ij")
-            corners = [(((2 * y + a) * out_w + 2 * x + b) * channels + k).reshape(-1) for a in (0, 1) for b in (0, 1)]
+            k, y, x = np.meshgrid(np.arange(channels), np.arange(pool_h), np.arange(pool_w), indexing="ij")
+            corners = [((k * out_h + 2 * y + a) * out_w + 2 * x + b).reshape(-1) for a in (0, 1) for b in (0, 1)]
             self.register_buffer("pool_wiring", torch.from_numpy(np.stack(corners, 1)), persistent=False)
             self.pool_gates = channels * pool_h * pool_w
         self._reverse_index = [K.ReverseIndexCache() for _ in range(d)]
@@ -142,11 +142,11 @@ class ConvLayer(GateTables):
         if self.thermometer:
             colour, t = np.divmod(c, self.thermometer)
             return ((colour * height + y) * width + x) * self.thermometer + t
-        return (y * width + x) * self.in_shape[0] + c
+        return (c * height + y) * width + x
 
     def _leaf_wiring(self, seed):
         """``(leaves, wiring)``: the ``(c, dy, dx)`` of every leaf ``[channels, n**d, 3]``, and the
-        ``[positions * channels * n**(d-1), n]`` input rows the first tree level reads, where
+        ``[channels * n**(d-1) * positions, n]`` input rows the first tree level reads, where
         ``in_features`` (one row past the input) is the constant 0 of the zero padding."""
         c_in, height, width = self.in_shape
         n, k = self.tree_inputs, self.kernel
@@ -167,11 +167,10 @@ class ConvLayer(GateTables):
         out_w = (width + 2 * self.padding - k) // self.stride + 1
         ys = np.arange(out_h)[:, None] * self.stride - self.padding  # [out_h, 1]
         xs = np.arange(out_w)[None, :] * self.stride - self.padding  # [1, out_w]
-        # leaf gate (y, x, out, node), input j reads leaf node * n + j
-        per_node = chosen.reshape(self.channels, leaves // n, n, 3)[None, None]  # [1, 1, out, node, n, 3]
-        c = per_node[..., 0]
-        y = ys[:, :, None, None, None] + per_node[..., 1]
-        x = xs[:, :, None, None, None] + per_node[..., 2]
+        # leaf gate (out, node, y, x), input j reads leaf node * n + j
+        c = chosen[:, :, 0].reshape(self.channels, leaves // n, n)[:, :, None, None, :]
+        y = ys[None, None, :, :, None] + chosen[:, :, 1].reshape(self.channels, leaves // n, n)[:, :, None, None, :]
+        x = xs[None, None, :, :, None] + chosen[:, :, 2].reshape(self.channels, leaves // n, n)[:, :, None, None, :]
         inside = (y >= 0) & (y < height) & (x >= 0) & (x < width)
         rows = self._input_row(c, np.clip(y, 0, height - 1), np.clip(x, 0, width - 1))
         rows = np.where(inside, rows, self.in_features)
