@@ -31,6 +31,11 @@ deterministic in-register reduction, no atomics):
 per feature through the reverse (CSR) index (deterministic, the default), or straight into ``x``'s
 gradient with fp32 ``tl.atomic_add`` (``deterministic=False``).
 
+Shared tables (convolutional layers, :mod:`dlgn.train.conv`): with ``table_index [gates]`` gate
+``g`` loads ``tables[table_index[g]]``; the backward writes each gate's table gradient and a
+second pass sums them per table through the CSR index of ``table_index`` (the input-gradient
+kernel, with tables for features): deterministic, no atomics.
+
 Precision: ``x`` may be float32, bfloat16 or float16; tables, all arithmetic and the table
 gradient are float32; the output, the per-gate-input gradients and ``x``'s gradient are in
 ``x``'s dtype (the per-feature sums accumulate in float32).
