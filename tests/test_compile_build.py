@@ -31,7 +31,8 @@ def digits_build(digits_run, tmp_path_factory):
 
 def test_cli_writes_the_build_directory(digits_build, digits_run):
     names = {p.name for p in digits_build.iterdir()}
-    assert names == {"netlist.json", "dlgn_core.v", "dlgn_core.il", "compile_report.json", "compile_summary.txt"}
+    assert names == {"netlist.json", "dlgn_core.v", "dlgn_core.il", "compile_report.json", "compile_summary.txt",
+                     "prove_report.json"}
     report = json.loads((digits_build / "compile_report.json").read_text())
     assert REPORT_KEYS <= set(report)
     assert report["encoder"] is True and report["in_features"] == 64 and report["feature_width"] == 8
