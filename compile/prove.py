@@ -470,7 +470,7 @@ def prove_loaded_build(build, *, timeout=None, log=print, start=None, display_pa
     script = (f"read_verilog core.v\nread_verilog ref.v\nread_verilog miter.v\nhierarchy -top {MITER_TOP}\n"
               f"proc\nflatten\ntechmap -map collapse.v\nsetattr -unset init\nopt_clean\n"
               f"select -assert-none t:$dff t:$sdff t:$dffe t:$adff t:$sdffe t:$sdffce t:$dlatch\n"
-              f"wreduce\nopt_clean\ntechmap -map collapse.v\ntechmap\nopt -fast\nabc -g AND\nopt_clean\n"
+              f"wreduce\nopt_clean\ntechmap -map collapse.v\ntechmap\nabc -g AND\nopt_clean\n"
               f"tee -q -o miter_stat.txt stat\n"
               f"sat -prove trigger 0 -dump_vcd cex.vcd -set-def-inputs {MITER_TOP}\n")
     ok, text = _yosys(script, work, "function.log", timeout)
