@@ -6,10 +6,14 @@ BIN := $(VENV)/bin
 # The CPU wheel of this version is what the development machines carry; override for CUDA builds.
 TORCH ?= torch==2.13.0
 APT_PACKAGES := iverilog dataset-fashion-mnist
-CONFIG ?= configs/default.toml
-RUN ?= runs/default
-BUILD ?= build/default
 BOARD ?= ulx3s
+# A board with a model of its own (configs/BOARD.toml: ulx3s-85f, ulx3s-25f, ulx3s-12f, icebreaker)
+# trains and builds that one: make train BOARD=ulx3s-25f && make bitstream BOARD=ulx3s-25f.
+BOARD_CONFIG := $(wildcard configs/$(BOARD).toml)
+CONFIG ?= $(if $(BOARD_CONFIG),$(BOARD_CONFIG),configs/default.toml)
+MODEL_NAME = $(basename $(notdir $(CONFIG)))
+RUN ?= runs/$(MODEL_NAME)
+BUILD ?= build/$(MODEL_NAME)
 TOP ?= uart
 FREQ ?=
 POPCOUNT ?= auto
