@@ -193,3 +193,26 @@ def test_reachable_gates_match_the_measured_sweep():
                              ([11500, 11500, 1000], 11800)):
         assert sum(reachable_gates(widths, [4, 4, 4])) == pytest.approx(measured, rel=0.06)
     assert reachable_gates([100, 10], [2, 2])[1] == 10
+
+
+def test_make_picks_the_board_config():
+    """`make train BOARD=ulx3s-25f` trains configs/ulx3s-25f.toml into runs/ulx3s-25f and
+    `make bitstream BOARD=ulx3s-25f` builds that run; without a board config: the default."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    root = Path(__file__).resolve().parent.parent
+
+    def dry(*args):
+        return subprocess.run(["make", "-n", "-C", str(root), *args], capture_output=True, text=True,
+                              env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"}).stdout
+
+    out = dry("train", "BOARD=ulx3s-25f", "STAMP=/dev/null")
+    assert "dlgn train configs/ulx3s-25f.toml --out runs/ulx3s-25f" in out
+    out = dry("bitstream", "BOARD=ulx3s-25f", "STAMP=/dev/null")
+    assert "dlgn bitstream build/ulx3s-25f --board ulx3s-25f" in out
+    out = dry("train", "STAMP=/dev/null")
+    assert "dlgn train configs/default.toml --out runs/default" in out
