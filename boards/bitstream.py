@@ -38,7 +38,7 @@ REPORT_FILE = "hw_report.json"
 NAME = "top"
 #: The stable keys of ``hw_report.json`` (outside checks read them); more keys may follow them.
 REPORT_KEYS = ("board", "device", "lut4", "ff", "bram", "lut4_capacity", "fmax_mhz", "target_mhz", "timing_met",
-               "latency_cycles", "samples_per_second", "tool_versions")
+               "latency_cycles", "samples_per_second", "tool_versions", "popcount", "summed_bits", "blocks")
 #: The blocks of ``hw_report.json``'s ``blocks`` (outside checks read these names).
 BLOCKS = ("encoder", "core", "group_sum", "argmax", "io")
 #: ``--popcount`` choices: ``auto`` or one of the group sum's implementations (hdl/group_sum.py).
@@ -326,11 +326,16 @@ def _build_in(stage, final, build, board, top, target, clock_mhz, pll, divisor, 
     if samples_per_second is None:
         samples_per_second = clock_mhz * 1e6
     if stats is not None:
-        with Ticker("synthesis with the blocks kept apart (hw_report.json blocks)"):
-            blocks = _finish_block_synthesis(stats, board.family, cells)
-        bits = summed_bits(core.group_sum)
-        blocks["group_sum_lut4_equivalent_per_summed_bit"] = (
-            round(blocks["blocks"]["group_sum"]["lut4_equivalent"] / bits, 3) if bits else None)
+        try:
+            with Ticker("synthesis with the blocks kept apart (hw_report.json blocks)"):
+                blocks = _finish_block_synthesis(stats, board.family, cells)
+        except BoardError as e:  # the bitstream is good: keep it, say what is missing
+            log(f"warning: {e}; hw_report.json has no blocks")
+            blocks = {"blocks": None, "blocks_error": str(e)}
+        else:
+            bits = summed_bits(core.group_sum)
+            blocks["group_sum_lut4_equivalent_per_summed_bit"] = (
+                round(blocks["blocks"]["group_sum"]["lut4_equivalent"] / bits, 3) if bits else None)
         extra.update(blocks)
     report = {
         "board": board.name,
@@ -347,6 +352,7 @@ def _build_in(stage, final, build, board, top, target, clock_mhz, pll, divisor, 
         "tool_versions": tool_versions(board.family),
         "popcount": popcount,
         "summed_bits": summed_bits(core.group_sum),
+        "blocks": extra.pop("blocks", None),
         # More detail (not part of the stable keys):
         "top": top,
         "gates": len(netlist.gates),
@@ -459,8 +465,11 @@ def _finish_block_synthesis(stats, family, flat_cells):
     if process.wait() != 0:
         tail = " ".join((work / "blocks.log").read_text(errors="replace").strip().splitlines()[-3:])
         raise BoardError(f"the block statistics synthesis failed: {tail} (log: {work / 'blocks.log'})")
-    text = (work / "blocks.stat.json").read_text()
-    modules = json.loads(text[text.index("{"):]).get("modules", {})
+    try:
+        text = (work / "blocks.stat.json").read_text()
+        modules = json.loads(text[text.index("{"):]).get("modules", {})
+    except (OSError, ValueError) as e:
+        raise BoardError(f"the block statistics are unreadable ({e})") from None
 
     def tally(cells):
         kinds = {}
