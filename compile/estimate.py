@@ -19,11 +19,15 @@ __all__ = ["COEFFICIENTS", "design_estimate", "encoder_size"]
 #: a flip-flop takes a logic cell), per core flip-flop, and the I/O block's fixed cost per top.
 #: Fitted by bench/fit_estimate.py to 20 builds of 6 digits and Fashion-MNIST models (K = S = 2,
 #: adder-tree group sum): bench/results/estimate-2026-12-01.json, every build within 8.4% on
-#: ECP5 and 1.3% on iCE40. Refit when the hardware of a block changes.
+#: ECP5 and 1.3% on iCE40. ``group_sum`` is per popcount (cells per ``GroupSum.adder_bits`` of that
+#: implementation); the plans' values come from 6 builds of bench/popcount_boards.py (the same
+#: file's ``popcount_refit``: ECP5 compressor 1.00-1.03, chain 1.19 (nextpnr's feed-in and
+#: feed-out CCU2C per chain), iCE40 compressor 1.49 (its pass-through registers take logic cells
+#: of their own); every build within 1% with them). Refit when the hardware of a block changes.
 COEFFICIENTS = {
-    "ecp5": {"group_sum": {"adder": 1.451, "compressor": 1.0, "chain": 1.0}, "argmax": 2.0, "encoder": 0.289,
+    "ecp5": {"group_sum": {"adder": 1.451, "compressor": 1.02, "chain": 1.19}, "argmax": 2.0, "encoder": 0.289,
              "uart_feature": 0.0, "flip_flops": 0.0, "io": {"uart": 349, "bist": 219}},
-    "ice40": {"group_sum": {"adder": 1.681, "compressor": 1.0, "chain": 1.0}, "argmax": 2.0, "encoder": 0.121,
+    "ice40": {"group_sum": {"adder": 1.681, "compressor": 1.49, "chain": 1.49}, "argmax": 2.0, "encoder": 0.121,
               "uart_feature": 2.552, "flip_flops": 0.0, "io": {"uart": 0, "bist": 289}},
 }
 
