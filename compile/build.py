@@ -153,7 +153,9 @@ def compile_netlist(netlist, build_dir, *, lut_size=4, pipeline_every=2, output_
     ``prove``: prove the emitted Verilog equal to the netlist (``dlgn prove``, which writes
     ``prove_report.json`` into the build) before the build is swapped in; a failed proof keeps
     the unproved build as ``BUILD_DIR-failed`` (with its counterexample) and raises
-    :class:`~dlgn.compile.prove.ProveError`."""
+    :class:`~dlgn.compile.prove.ProveError`; a Yosys step that runs past
+    :data:`~dlgn.compile.prove.COMPILE_STEP_TIMEOUT` records ``"result": "timeout"`` and the build
+    is written (``dlgn prove BUILD_DIR`` then proves it without a limit)."""
     _check_options(lut_size, pipeline_every, output_every)
     if encoder and netlist.encoding is None:
         raise CompileError("--encoder needs a netlist with a thermometer input encoding; this one has none")
@@ -185,18 +187,28 @@ def _prove_stage(stage, final, log):
     import os
     import shutil
 
+    from . import prove as prover
     from .builddir import load_build
-    from .prove import ProveError, prove_loaded_build
 
+    build = load_build(stage.path)
     try:
-        prove_loaded_build(load_build(stage.path), log=log, display_path=final.resolve())
-    except ProveError as e:
+        prover.prove_loaded_build(build, log=log, display_path=final.resolve(), timeout=prover.COMPILE_STEP_TIMEOUT)
+    except prover.ProveTimeout as e:
+        shutil.rmtree(stage.path / prover.PROVE_DIR, ignore_errors=True)
+        note = (f"not finished: {e}; nothing was shown either way; run 'dlgn prove {final}' (no time limit) "
+                f"to prove this build")
+        atomic_write_text(stage.path / prover.REPORT_FILE, json.dumps({
+            "format": prover.REPORT_FORMAT, "version": prover.REPORT_VERSION, "build_dir": str(final.resolve()),
+            "build_id": build.build_id, "result": "timeout", "passed": False, "note": note}, indent=1) + "\n")
+        log(f"  proof {note}")
+    except prover.ProveError as e:
         failed = final.resolve().with_name(final.resolve().name + "-failed")
         if failed.exists():
             shutil.rmtree(failed)
         os.replace(stage.path, failed)
         message = str(e).replace(str(final.resolve()), str(failed))
-        raise ProveError(f"{message} (the unproved build is kept in {failed}; {final} was not changed)") from None
+        raise prover.ProveError(f"{message} (the unproved build is kept in {failed}; {final} was not "
+                                f"changed)") from None
 
 
 def _write_build(netlist, build, lut_size, pipeline_every, output_every, encoder, passes, verify, check_bits, verilog,

@@ -38,7 +38,7 @@ from dlgn.safety import atomic_write_text
 
 from .errors import CompileError
 
-__all__ = ["ProveError", "prove_build", "reference_verilog", "check_pipeline", "REPORT_FILE",
+__all__ = ["ProveError", "ProveTimeout", "COMPILE_STEP_TIMEOUT", "prove_build", "reference_verilog", "check_pipeline", "REPORT_FILE",
            "COUNTEREXAMPLE_FILE", "PROVE_DIR"]
 
 REPORT_FILE = "prove_report.json"
@@ -97,6 +97,16 @@ endmodule
 class ProveError(CompileError):
     """A proof that failed (the message names what differs and where the counterexample is) or
     that could not run."""
+
+
+class ProveTimeout(ProveError):
+    """A Yosys step of the proof ran past its time limit: nothing was shown either way."""
+
+
+#: The limit ``dlgn compile`` gives each Yosys step of its proof: a digits-size core proves in under
+#: a minute, but the default model's function step ran for over 30 minutes on a loaded 2-core
+#: machine, and a compile must not hang on it (``dlgn prove`` itself has no limit by default).
+COMPILE_STEP_TIMEOUT = 600
 
 
 # --------------------------------------------------------------------------- the reference writer
@@ -356,7 +366,7 @@ def _yosys(script, cwd, log_name, timeout=None):
         result = subprocess.run([yosys, "-q", "-l", log_name, "-s", "script.ys"], cwd=cwd, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise ProveError(f"Yosys took longer than {timeout} s; log in {Path(cwd) / log_name}") from None
+        raise ProveTimeout(f"a Yosys step of the proof took longer than {timeout} s") from None
     text = (Path(cwd) / log_name).read_text(errors="replace") if (Path(cwd) / log_name).is_file() else ""
     return result.returncode == 0, text + (result.stdout or "")
 

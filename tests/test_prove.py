@@ -237,6 +237,18 @@ def test_compile_can_skip_the_proof_and_keeps_a_failed_one_aside(tmp_path, monke
     assert (failed / "counterexample.json").is_file()
 
 
+def test_a_proof_that_runs_past_the_compile_limit_does_not_hold_up_the_compile(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(prove_module, "COMPILE_STEP_TIMEOUT", 0.01)
+    netlist = random_netlist(in_bits=8, widths=(10, 6), classes=2, seed=1)
+    compile_netlist(netlist, tmp_path / "b", prove=True, verify=False)
+    report = json.loads((tmp_path / "b" / "prove_report.json").read_text())
+    assert report["result"] == "timeout" and not report["passed"] and "run 'dlgn prove" in report["note"]
+    assert "proof not finished: a Yosys step of the proof took longer than 0.01 s" in capsys.readouterr().out
+    assert not (tmp_path / "b" / "prove").exists()
+    assert main(["prove", str(tmp_path / "b")]) == 0  # without the limit it proves
+    assert json.loads((tmp_path / "b" / "prove_report.json").read_text())["result"] == "proved"
+
+
 def test_prove_user_errors_are_one_line(tmp_path, capsys):
     assert main(["prove", str(tmp_path)]) == 2
     err = capsys.readouterr().err
