@@ -100,8 +100,9 @@ def measure(board, config, bist_freq, work, tops, prove=True, verify=True):
         rows.append({
             "board": board, "config": config, "top": top,
             "test_acc_discrete": summary["test_acc_discrete"], "test_acc_soft": summary["test_acc_soft"],
-            "lut4": hw["lut4"], "lut4_capacity": hw["lut4_capacity"],
-            "lut4_share": round(hw["lut4"] / hw["lut4_capacity"], 4),
+            # the board's LUT4 (the ULX3S-12F's LFE5U-12F is a 25F die that nextpnr reports in full)
+            "lut4": hw["lut4"], "lut4_capacity": _capacity(board), "lut4_capacity_nextpnr": hw["lut4_capacity"],
+            "lut4_share": round(hw["lut4"] / _capacity(board), 4),
             "blocks": blocks, "summed_bits": hw.get("summed_bits"),
             "output_stage_share": round(output / hw["lut4"], 4) if blocks and hw["lut4"] else None,
             "fmax_mhz": hw["fmax_mhz"], "target_mhz": hw["target_mhz"], "timing_met": hw["timing_met"],
@@ -111,6 +112,12 @@ def measure(board, config, bist_freq, work, tops, prove=True, verify=True):
             "error": hw.get("error"), "hw_report": str(report_path),
         })
     return rows
+
+
+def _capacity(board):
+    from dlgn.boards.targets import get_board
+
+    return get_board(board).lut4
 
 
 def pareto(rows, path, date):
