@@ -227,22 +227,10 @@ def check_group_sum_equivalence(gold, gate, family, workdir):
     ``gate`` with the family's LUT and carry primitives, which are replaced by the vendor's
     simulation models (Yosys's ``cells_sim``), so a wrong INIT, port or carry order fails. Raises
     :class:`~dlgn.compile.yosys.YosysError` when they differ; returns the SAT summary."""
-    from amaranth.back import rtlil
-
-    from dlgn.compile.yosys import run_yosys
-    from dlgn.hdl.top import verilog_ports
-
     for dut in (gold, gate):
         if dut.latency:
             raise ValueError(f"the proof compares combinational group sums (stage_every=0), not latency {dut.latency}")
-    work = Path(workdir)
-    work.mkdir(parents=True, exist_ok=True)
-    for name, dut in (("gold", gold), ("gate", gate)):
-        (work / f"{name}.il").write_text(rtlil.convert(dut, name=name, ports=verilog_ports(dut), emit_src=False))
-    if family == "ice40":
-        _ice40_lut_model(work, ("SB_LUT4", "SB_CARRY"))
-    run_yosys(GROUP_SUM_EQUIV_SCRIPT.format(models=_CELL_MODELS[family]), cwd=work, log_name="equiv.log")
-    return (work / "equiv_status.txt").read_text()
+    return _prove_group_sums(gold, gate, family, workdir, GROUP_SUM_EQUIV_SCRIPT)
 
 
 GROUP_SUM_CELLS_SCRIPT = (
@@ -251,6 +239,24 @@ GROUP_SUM_CELLS_SCRIPT = (
     "design -copy-from gold -as gold gold; design -copy-from gate -as gate gate; "
     "equiv_make gold gate equiv; hierarchy -top equiv; equiv_simple -short; "
     "tee -o equiv_status.txt equiv_status -assert")
+
+
+def _prove_group_sums(gold, gate, family, workdir, script):
+    """Write ``gold`` and ``gate`` as RTLIL into ``workdir`` and run the Yosys proof ``script``
+    (its ``{models}`` filled with the family's cell models); returns Yosys's equivalence status."""
+    from amaranth.back import rtlil
+
+    from dlgn.compile.yosys import run_yosys
+    from dlgn.hdl.top import verilog_ports
+
+    work = Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    for name, dut in (("gold", gold), ("gate", gate)):
+        (work / f"{name}.il").write_text(rtlil.convert(dut, name=name, ports=verilog_ports(dut), emit_src=False))
+    if family == "ice40":
+        _ice40_lut_model(work, ("SB_LUT4", "SB_CARRY"))
+    run_yosys(script.format(models=_CELL_MODELS[family]), cwd=work, log_name="equiv.log")
+    return (work / "equiv_status.txt").read_text()
 
 
 def check_group_sum_cells(plain, cells, family, workdir):
@@ -262,24 +268,12 @@ def check_group_sum_cells(plain, cells, family, workdir):
     carry chain, so it scales to whole output stages, where one SAT problem on the scores
     (:func:`check_group_sum_equivalence`) does not (63 bits of ``"chain"`` took 25 s). Raises
     :class:`~dlgn.compile.yosys.YosysError` when a wire is unproven; returns the summary."""
-    from amaranth.back import rtlil
-
-    from dlgn.compile.yosys import run_yosys
-    from dlgn.hdl.top import verilog_ports
-
     for dut in (plain, cells):
         if dut.latency:
             raise ValueError(f"the proof compares combinational group sums (stage_every=0), not latency {dut.latency}")
     if plain.popcount != cells.popcount or plain.popcount == "adder":
         raise ValueError(f"both group sums must use the same plan, not {plain.popcount!r} and {cells.popcount!r}")
-    work = Path(workdir)
-    work.mkdir(parents=True, exist_ok=True)
-    for name, dut in (("gold", plain), ("gate", cells)):
-        (work / f"{name}.il").write_text(rtlil.convert(dut, name=name, ports=verilog_ports(dut), emit_src=False))
-    if family == "ice40":
-        _ice40_lut_model(work, ("SB_LUT4", "SB_CARRY"))
-    run_yosys(GROUP_SUM_CELLS_SCRIPT.format(models=_CELL_MODELS[family]), cwd=work, log_name="equiv.log")
-    return (work / "equiv_status.txt").read_text()
+    return _prove_group_sums(plain, cells, family, workdir, GROUP_SUM_CELLS_SCRIPT)
 
 
 def _cell_configurations(rtlil_text):

@@ -162,6 +162,21 @@ class GroupSum(wiring.Component):
             return self.adder_bits
         return self.adder_bits + sum(len(g) // 3 for g in self._groups)
 
+    @staticmethod
+    def _register_stage(m, values, stage, valid, wires):
+        """Register stage ``stage`` of a plan: every non-constant wire of ``wires[c]`` (``None``:
+        no wire) of each class ``c``, and the valid bit; returns the registered valid."""
+        for c, class_wires in enumerate(wires):
+            for w in class_wires:
+                if w is None or isinstance(values[c][w], Const):
+                    continue
+                reg = Signal(name=f"c{c}_w{w}_p{stage}", reset_less=True)
+                m.d.sync += reg.eq(values[c][w])
+                values[c][w] = reg
+        next_valid = Signal(name=f"sum_valid_p{stage}")
+        m.d.sync += next_valid.eq(valid)
+        return next_valid
+
     def elaborate(self, platform):
         if self._plans is not None:
             return self._elaborate_plans()
@@ -245,28 +260,11 @@ class GroupSum(wiring.Component):
                     self._lower_round(m, f"c{c}", plan.rounds[level - 1], values[c], level)
             if s and level % s == 0:
                 stage += 1
-                for c, plan in enumerate(self._plans):
-                    for w in plan.alive[min(level, plan.levels) - 1]:
-                        if isinstance(values[c][w], Const):
-                            continue
-                        reg = Signal(name=f"c{c}_w{w}_p{stage}", reset_less=True)
-                        m.d.sync += reg.eq(values[c][w])
-                        values[c][w] = reg
-                next_valid = Signal(name=f"sum_valid_p{stage}")
-                m.d.sync += next_valid.eq(valid)
-                valid = next_valid
+                valid = self._register_stage(m, values, stage, valid,
+                                             [plan.alive[min(level, plan.levels) - 1] for plan in self._plans])
         if s and self.tree_levels % s:  # the score bits, after the last round
             stage += 1
-            for c, plan in enumerate(self._plans):
-                for w in plan.result:
-                    if w is None or isinstance(values[c][w], Const):
-                        continue
-                    reg = Signal(name=f"c{c}_w{w}_p{stage}", reset_less=True)
-                    m.d.sync += reg.eq(values[c][w])
-                    values[c][w] = reg
-            next_valid = Signal(name=f"sum_valid_p{stage}")
-            m.d.sync += next_valid.eq(valid)
-            valid = next_valid
+            valid = self._register_stage(m, values, stage, valid, [plan.result for plan in self._plans])
         width = self.score_width
         m.d.comb += self.out_valid.eq(valid)
         for c, plan in enumerate(self._plans):
