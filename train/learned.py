@@ -90,8 +90,8 @@ class LearnedLogicLayer(LogicLayer):
     def forward(self, x, mode=None):
         mode = mode or ("train" if self.training else "discrete")
         tables = self.tables_for(mode, x.dtype)
-        self.sync_wiring()
-        if mode == "discrete":
+        if mode == "discrete":  # the run evaluates discretely before every checkpoint: wiring is saved synced
+            self.sync_wiring()
             return self.gate_level(x, self.wiring, tables, reverse_index=self._reverse_index)
         weights = torch.softmax(self.connection_logits, dim=-1).to(x.dtype)  # [G, n, C]
         slots, count = self.gates * self.gate_inputs, self.candidates.shape[-1]

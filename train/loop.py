@@ -279,7 +279,9 @@ def _train(config, run, resume, loaded, ctx, device_name):
     else:
         encoder = Thermometer.fit(data.x_train, config["data"]["thresholds"], config["data"]["encoding"],
                                   data.feature_max)
-    train_bits = encoder.encode(data.x_train)
+    shift = config["data"]["augment_shift"]
+    # shifted batches are encoded as they are drawn; otherwise the training set once
+    train_bits = None if shift else encoder.encode(data.x_train)
     val_bits, test_bits = encoder.encode(data.x_val), encoder.encode(data.x_test)
     y_train, y_val, y_test = (torch.as_tensor(y) for y in (data.y_train, data.y_val, data.y_test))
     data_meta = {"feature_max": data.feature_max, "quantization": data.quantization, "dataset": data.name}
@@ -307,9 +309,7 @@ def _train(config, run, resume, loaded, ctx, device_name):
     batch_size = t["batch_size"]  # global: split over the ranks
     steps_per_epoch = math.ceil(len(y_train) / batch_size)
     total_steps = steps_per_epoch * t["epochs"]
-    shift = config["data"]["augment_shift"]
     image = DATASET_INFO[data.name]["image"]
-    train_bits = None if shift else train_bits  # shifted batches are encoded as they are drawn
     start_epoch = state["epoch"]
     eta = _RunClock(steps_per_epoch * (t["epochs"] - start_epoch))
     for epoch in range(start_epoch, t["epochs"]):
