@@ -236,10 +236,10 @@ def main(argv=None):
         return 2
     except Interrupted as e:
         print(e.message, file=sys.stderr)
-        return 130
+        return _interrupted_exit()
     except KeyboardInterrupt:
         print(INTERRUPTED[args.command], file=sys.stderr)
-        return 130
+        return _interrupted_exit()
     except Exception as e:  # noqa: BLE001 - user errors and environment errors end in one line
         if isinstance(e, USER_ERRORS):
             print(f"error: {e}", file=sys.stderr)
@@ -249,6 +249,17 @@ def main(argv=None):
             return 2
         raise
     return 0
+
+
+def _interrupted_exit():
+    """The exit status of a command that handled Ctrl-C: 130.
+
+    CPython (3.11, 3.12) remembers a KeyboardInterrupt that left an ``eval``/``exec`` of a string
+    (NumPy's and scikit-learn's imports run such code), even after the command has caught it, and
+    then ends the process by SIGINT instead of with the status it returned. A string evaluation
+    that succeeds clears that flag."""
+    eval("None")  # noqa: S307 - a constant; see above
+    return 130
 
 
 def _os_error(e):
