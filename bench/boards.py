@@ -14,7 +14,7 @@ LUT4 for every model measured: these rows, the width sweep of ``bench/widths.py`
 earlier hardware builds; each board's capacity as a vertical line; peers' published
 Fashion-MNIST accuracies as horizontal lines, since none publishes an ECP5/iCE40 LUT4 count).
 
-    python bench/boards.py [--boards ulx3s-85f,ulx3s-25f,ulx3s-12f,icebreaker] [--work bench/work/boards]
+    python bench/boards.py [--boards ulx3s-85f,ulx3s-25f,ulx3s-12f,icebreaker,ulx3s-85f-conv] [--work bench/work/boards]
                            [--no-bist] [--pareto-only]
 """
 
@@ -34,13 +34,20 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from machine import cpu_name  # noqa: E402
 
-#: board -> (config, bist clock in MHz or None)
+sys.path.insert(0, str(ROOT))
+from dlgn.boards.toolchain import nextpnr_routing_from_log  # noqa: E402
+
+#: row name -> (board, config, bist clock in MHz or None): each board's own model, and the
+#: convolutional model (configs/conv.toml) on the ULX3S-85F beside the dense default
 BOARDS = {
-    "ulx3s-85f": ("configs/ulx3s-85f.toml", 150.0),
-    "ulx3s-25f": ("configs/ulx3s-25f.toml", 150.0),
-    "ulx3s-12f": ("configs/ulx3s-12f.toml", 150.0),
-    "icebreaker": ("configs/icebreaker.toml", None),
+    "ulx3s-85f": ("ulx3s-85f", "configs/ulx3s-85f.toml", 150.0),
+    "ulx3s-25f": ("ulx3s-25f", "configs/ulx3s-25f.toml", 150.0),
+    "ulx3s-12f": ("ulx3s-12f", "configs/ulx3s-12f.toml", 150.0),
+    "icebreaker": ("icebreaker", "configs/icebreaker.toml", None),
+    "ulx3s-85f-conv": ("ulx3s-85f", "configs/conv.toml", 150.0),
 }
+#: the rows ``--boards`` builds when not told
+DEFAULT_ROWS = ("ulx3s-85f", "ulx3s-25f", "ulx3s-12f", "icebreaker")
 
 #: Peers' published Fashion-MNIST accuracies (../shared/reference/anchors-2026-12.md); none gives a
 #: LUT4 count on an ECP5 or iCE40, so they are drawn as horizontal lines.
@@ -60,26 +67,26 @@ def _step(cmd, log):
     return proc.returncode, time.perf_counter() - started
 
 
-def measure(board, config, bist_freq, work, tops, prove=True, verify=True):
-    run, build = work / board / "run", work / board / "build"
-    log = work / f"{board}.log"
-    (work / board).mkdir(parents=True, exist_ok=True)
+def measure(name, board, config, bist_freq, work, tops, prove=True, verify=True):
+    run, build = work / name / "run", work / name / "build"
+    log = work / f"{name}.log"
+    (work / name).mkdir(parents=True, exist_ok=True)
     if not (run / "summary.json").is_file():
         rc, _ = _step([sys.executable, "-m", "dlgn", "train", ROOT / config, "--out", run, "--force"], log)
         if rc:
-            raise SystemExit(f"training {board} failed, see {log}")
+            raise SystemExit(f"training {name} failed, see {log}")
     if not (build / "compile_report.json").is_file():
         rc, _ = _step([sys.executable, "-m", "dlgn", "compile", run, "--out", build, "--encoder",
                        *([] if prove else ["--no-prove"])], log)
         if rc:
-            raise SystemExit(f"compiling {board} failed, see {log}")
+            raise SystemExit(f"compiling {name} failed, see {log}")
     summary = json.loads((run / "summary.json").read_text())
     compile_report = json.loads((build / "compile_report.json").read_text())
     rows = []
     for top in tops:
         if top == "bist" and bist_freq is None:
             continue
-        out = work / board / f"bitstream-{top}"
+        out = work / name / f"bitstream-{top}"
         if not (out / "hw_report.json").is_file():
             cmd = [sys.executable, "-m", "dlgn", "bitstream", build, "--board", board, "--top", top, "--out", out]
             if top == "bist":
@@ -90,15 +97,18 @@ def measure(board, config, bist_freq, work, tops, prove=True, verify=True):
             rc, seconds = _step(cmd, log)
             failed = Path(f"{out}-failed") / "hw_report.json"
             if rc and not failed.is_file() and not (out / "hw_report.json").is_file():
-                rows.append({"board": board, "config": config, "top": top, "error": f"bitstream failed (exit {rc}), see {log}",
+                rows.append({"name": name, "board": board, "config": config, "top": top, "error": f"bitstream failed (exit {rc}), see {log}",
                              "load_average": [round(x, 2) for x in load]})
                 continue
         report_path = out / "hw_report.json" if (out / "hw_report.json").is_file() else Path(f"{out}-failed") / "hw_report.json"
         hw = json.loads(report_path.read_text())
         blocks = hw.get("blocks") or {}
         output = sum((blocks.get(k) or {}).get("lut4", 0) for k in ("group_sum", "argmax"))
+        routing = hw.get("routing")
+        if routing is None:  # a build from before hw_report.json had it
+            routing = _routing(report_path)
         rows.append({
-            "board": board, "config": config, "top": top,
+            "name": name, "board": board, "config": config, "top": top,
             "test_acc_discrete": summary["test_acc_discrete"], "test_acc_soft": summary["test_acc_soft"],
             # the board's LUT4 (the ULX3S-12F's LFE5U-12F is a 25F die that nextpnr reports in full)
             "lut4": hw["lut4"], "lut4_capacity": _capacity(board), "lut4_capacity_nextpnr": hw["lut4_capacity"],
@@ -106,12 +116,19 @@ def measure(board, config, bist_freq, work, tops, prove=True, verify=True):
             "blocks": blocks, "summed_bits": hw.get("summed_bits"),
             "output_stage_share": round(output / hw["lut4"], 4) if blocks and hw["lut4"] else None,
             "fmax_mhz": hw["fmax_mhz"], "target_mhz": hw["target_mhz"], "timing_met": hw["timing_met"],
+            "routing": routing,
             "popcount": hw.get("popcount"), "gates": compile_report["gates"], "widths": (json.loads((build / "netlist.json").read_text()).get("source") or {}).get("model", {}).get("widths"),
             "train_seconds": summary["train_seconds"], "epochs": summary["epochs"],
             "build_seconds": (hw.get("timings") or {}).get("build_seconds"),
             "error": hw.get("error"), "hw_report": str(report_path),
         })
     return rows
+
+
+def _routing(report_path):
+    """nextpnr's routing figures from the log beside ``hw_report.json`` ({} when it is gone)."""
+    tim = Path(report_path).parent / "top.tim"
+    return nextpnr_routing_from_log(tim.read_text(errors="replace")) if tim.is_file() else {}
 
 
 def _capacity(board):
@@ -136,7 +153,7 @@ def pareto(rows, path, date):
             ax.scatter([r["lut4"] for r in pts], [100 * r["test_acc_discrete"] for r in pts], marker=marker, s=50,
                        label=f"dlgn board builds ({top} top, measured LUT4)", zorder=3)
             for r in pts:
-                ax.annotate(r["board"], (r["lut4"], 100 * r["test_acc_discrete"]), textcoords="offset points",
+                ax.annotate(r.get("name", r["board"]), (r["lut4"], 100 * r["test_acc_discrete"]), textcoords="offset points",
                             xytext=(4, 4), fontsize=8)
     sweep = []
     for f in sorted(glob.glob(str(HERE / "results" / "widths*.json"))):
@@ -170,24 +187,30 @@ def pareto(rows, path, date):
 
 
 def table(rows):
-    lines = ["| board | top | accuracy | LUT4 (% of device) | output stage | Fmax / target | build |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| model | board | top | accuracy | LUT4 (% of device) | output stage | Fmax / target | routed wires "
+             "| build |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        model = Path(r["config"]).stem
         if r.get("lut4") is None:
-            lines.append(f"| {r['board']} | {r['top']} | | | | | {r.get('error')} |")
+            lines.append(f"| {model} | {r['board']} | {r['top']} | | | | | | {r.get('error')} |")
             continue
+        wires = (r.get("routing") or {}).get("routed_wires") or (r.get("routing") or {}).get("routed_arcs")
+        wires = f"{wires:,}" + ("" if (r.get("routing") or {}).get("routed_wires") else " arcs") if wires else ""
         share = f"{100 * r['output_stage_share']:.1f}%" if r.get("output_stage_share") is not None else "n/a"
         met = "met" if r["timing_met"] else "NOT met"
         build = f"{r['build_seconds'] / 60:.1f} min" if r.get("build_seconds") else ""
-        lines.append(f"| {r['board']} | {r['top']} | {100 * r['test_acc_discrete']:.2f}% | {r['lut4']:,} "
+        lines.append(f"| {model} | {r['board']} | {r['top']} | {100 * r['test_acc_discrete']:.2f}% | {r['lut4']:,} "
                      f"({100 * r['lut4_share']:.0f}%) | {share} | {r['fmax_mhz']} / {r['target_mhz']:g} MHz ({met}) "
-                     f"| {build} |")
+                     f"| {wires} | {build} |")
     return "\n".join(lines)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--boards", default=",".join(BOARDS))
+    parser.add_argument("--boards", default=",".join(DEFAULT_ROWS),
+                        help=f"rows to build, from {', '.join(BOARDS)}; rows of today's JSON that are not rebuilt "
+                             f"are kept")
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "work" / "boards")
     parser.add_argument("--no-bist", action="store_true", help="only the uart top")
     parser.add_argument("--no-prove", action="store_true", help="compile without the formal proof (saves CPU time)")
@@ -198,15 +221,29 @@ def main(argv=None):
     date = datetime.date.today().isoformat()
     out = HERE / "results" / f"boards-{date}.json"
     if args.pareto_only:
-        rows = json.loads(out.read_text())["rows"] if out.is_file() else []
+        result = json.loads(out.read_text()) if out.is_file() else {"rows": []}
+        rows = result["rows"]
+        for r in rows:  # rows from before these keys existed
+            r.setdefault("name", r["board"])
+            if "routing" not in r and r.get("hw_report"):
+                r["routing"] = _routing(Path(r["hw_report"]))
+        if rows:
+            out.write_text(json.dumps(result, indent=1) + "\n")
     else:
-        rows = []
-        for board in args.boards.split(","):
-            if board not in BOARDS:
-                raise SystemExit(f"unknown board {board!r}; known: {', '.join(BOARDS)}")
-            config, freq = BOARDS[board]
+        names = args.boards.split(",")
+        for name in names:
+            if name not in BOARDS:
+                raise SystemExit(f"unknown row {name!r}; known: {', '.join(BOARDS)}")
+        old = json.loads(out.read_text())["rows"] if out.is_file() else []
+        rows = [r for r in old if r.get("name", r["board"]) not in names]
+        for r in rows:
+            r.setdefault("name", r["board"])
+            if "routing" not in r and r.get("hw_report"):
+                r["routing"] = _routing(Path(r["hw_report"]))
+        for name in names:
+            board, config, freq = BOARDS[name]
             load = os.getloadavg()
-            new = measure(board, config, freq, args.work, ("uart",) if args.no_bist else ("uart", "bist"),
+            new = measure(name, board, config, freq, args.work, ("uart",) if args.no_bist else ("uart", "bist"),
                           prove=not args.no_prove, verify=not args.no_verify)
             for r in new:
                 r.setdefault("load_average", [round(x, 2) for x in load])
