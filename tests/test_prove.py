@@ -131,13 +131,46 @@ def test_compile_proves_the_build_it_writes(proved_build):
     assert report["covered"][1].startswith("function") and "2^" in report["covered"][1]
     assert report["covered"][2].startswith("valid protocol")
     assert not (proved_build / "counterexample.json").exists()
+    # a pipelined core proves stage by stage, without the whole-core miter
+    assert "shown stage by stage" in report["covered"][1]
+    assert report["timings"]["function_cut_parts"] >= 2
+
+
+@pytest.mark.parametrize("pipeline_every", [1, 2])
+def test_stage_by_stage_proof_in_several_parts(tmp_path, monkeypatch, pipeline_every):
+    """Registers checked a few per part (as the default model's 7,835 are, 2,048 per part):
+    every part and the outputs' part prove, and the whole-core miter never runs."""
+    monkeypatch.setattr(prove_module, "CUT_PART", 7)
+    netlist = random_netlist(in_bits=20, widths=(24, 16, 12), classes=3, seed=4)
+    messages = []
+    compile_netlist(netlist, tmp_path / "b", pipeline_every=pipeline_every, output_every=1, verify=False,
+                    prove=True, log=lambda *a, **k: messages.append(" ".join(map(str, a))))
+    report = json.loads((tmp_path / "b" / "prove_report.json").read_text())
+    assert report["passed"] and "shown stage by stage" in report["covered"][1]
+    registers = int(re.search(r"cut at its (\d+) pipeline registers", report["covered"][1]).group(1))
+    # the registers 7 at a time, then each class's score, then the class
+    assert report["timings"]["function_cut_parts"] == -(-registers // 7) + 3 + 1 >= 6
+    assert not any("whole core at once" in m for m in messages)
+
+
+def test_stage_reference_refuses_a_stage_the_registers_do_not_carry():
+    """A register whose value needs an input bit that the previous stage does not register:
+    no stage-by-stage reference (the whole-core proof runs instead)."""
+    netlist = Netlist(2, [((2, 3), 0x8), ((4, 2), 0x6)], [[5]])
+    assert "cut_in" in reference_verilog(netlist, cut=[(2, 1), (3, 1), (4, 1), (5, 2)])
+    with pytest.raises(prove_module._NoCut, match="input bit id 2 has no register in stage 1"):
+        reference_verilog(netlist, cut=[(4, 1), (5, 2)])
 
 
 def test_a_flipped_table_bit_in_the_verilog_fails_with_a_replayable_counterexample(proved_build, tmp_path, capsys):
     build = _copy_build(proved_build, tmp_path / "b")
     flipped = flip_table_bit_in_verilog(build)
     assert main(["prove", str(build)]) == 2
-    err = capsys.readouterr().err.strip()
+    captured = capsys.readouterr()
+    # the stage-by-stage proof finds the register the flipped gate loads wrongly, the whole-core
+    # miter then gives an input that shows it
+    assert "not shown equal" in captured.out and "proving the whole core at once" in captured.out
+    err = captured.err.strip()
     assert err.startswith("error: proof failed: dlgn_core.v differs from netlist.json") and "\n" not in err
     assert f"'dlgn sim {build.resolve()} --vectors {build.resolve() / 'counterexample.json'}'" in err
     report = json.loads((build / "prove_report.json").read_text())
