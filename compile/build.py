@@ -155,7 +155,8 @@ def compile_netlist(netlist, build_dir, *, lut_size=4, pipeline_every=2, output_
     the unproved build as ``BUILD_DIR-failed`` (with its counterexample) and raises
     :class:`~dlgn.compile.prove.ProveError`; a Yosys step that runs past
     :data:`~dlgn.compile.prove.COMPILE_STEP_TIMEOUT` records ``"result": "timeout"`` and the build
-    is written (``dlgn prove BUILD_DIR`` then proves it without a limit)."""
+    is written (``dlgn prove BUILD_DIR`` then proves it without a limit), and so is one where Yosys
+    stopped without a verdict (``"result": "unfinished"``)."""
     _check_options(lut_size, pipeline_every, output_every)
     if encoder and netlist.encoding is None:
         raise CompileError("--encoder needs a netlist with a thermometer input encoding; this one has none")
@@ -193,13 +194,16 @@ def _prove_stage(stage, final, log):
     build = load_build(stage.path)
     try:
         prover.prove_loaded_build(build, log=log, display_path=final.resolve(), timeout=prover.COMPILE_STEP_TIMEOUT)
-    except prover.ProveTimeout as e:
+    except (prover.ProveTimeout, prover.ProveUnfinished) as e:
+        # nothing was shown either way: the build is written, and the report says so
+        timeout = isinstance(e, prover.ProveTimeout)
         shutil.rmtree(stage.path / prover.PROVE_DIR, ignore_errors=True)
         note = (f"not finished: {e}; nothing was shown either way; run 'dlgn prove {final}' (no time limit) "
-                f"to prove this build")
+                f"to prove this build" if timeout else f"not finished: {e}; nothing was shown either way")
         atomic_write_text(stage.path / prover.REPORT_FILE, json.dumps({
             "format": prover.REPORT_FORMAT, "version": prover.REPORT_VERSION, "build_dir": str(final.resolve()),
-            "build_id": build.build_id, "result": "timeout", "passed": False, "note": note}, indent=1) + "\n")
+            "build_id": build.build_id, "result": "timeout" if timeout else "unfinished", "passed": False,
+            "note": note}, indent=1) + "\n")
         log(f"  proof {note}")
     except prover.ProveError as e:
         failed = final.resolve().with_name(final.resolve().name + "-failed")

@@ -46,7 +46,7 @@ from dlgn.safety import atomic_write_text
 
 from .errors import CompileError
 
-__all__ = ["ProveError", "ProveTimeout", "COMPILE_STEP_TIMEOUT", "prove_build", "reference_verilog", "check_pipeline", "REPORT_FILE",
+__all__ = ["ProveError", "ProveTimeout", "ProveUnfinished", "COMPILE_STEP_TIMEOUT", "prove_build", "reference_verilog", "check_pipeline", "REPORT_FILE",
            "COUNTEREXAMPLE_FILE", "PROVE_DIR"]
 
 REPORT_FILE = "prove_report.json"
@@ -109,6 +109,10 @@ class ProveError(CompileError):
 
 class ProveTimeout(ProveError):
     """A Yosys step of the proof ran past its time limit: nothing was shown either way."""
+
+
+class ProveUnfinished(ProveError):
+    """Yosys stopped without a verdict (out of memory, for one): nothing was shown either way."""
 
 
 #: The limit ``dlgn compile`` gives each Yosys run of its proof: a digits-size core proves in under a
@@ -660,9 +664,9 @@ def prove_loaded_build(build, *, timeout=None, log=print, start=None, display_pa
         failed = "SAT proof finished - model found: FAIL!" in text or (work / "cex.vcd").is_file()
         if not failed:
             last = (text.strip().splitlines() or ["no output"])[-1].strip()
-            raise ProveError(f"the proof did not finish (Yosys stopped without a verdict: {last[:160]}; on the "
-                             f"default model the WebAssembly Yosys threw an exception inside ABC, probably out of memory); log "
-                             f"{shown / PROVE_DIR / 'function.log'}")
+            raise ProveUnfinished(f"the proof did not finish (Yosys stopped without a verdict: {last[:160]}; a "
+                                  f"whole-core miter of a model the size of the default runs the WebAssembly Yosys out "
+                                  f"of memory inside ABC); log {shown / PROVE_DIR / 'function.log'}")
         bits = _read_vcd_value(work / "cex.vcd", "x", width)
         golden_scores, golden_class = _core_scores(build, bits, work)
         cex_shown = shown / COUNTEREXAMPLE_FILE

@@ -282,6 +282,22 @@ def test_a_proof_that_runs_past_the_compile_limit_does_not_hold_up_the_compile(t
     assert json.loads((tmp_path / "b" / "prove_report.json").read_text())["result"] == "proved"
 
 
+def test_a_proof_without_a_verdict_does_not_fail_the_compile(tmp_path, monkeypatch, capsys):
+    """Yosys stopping without a verdict (the whole-core miter of a huge core ran it out of memory):
+    nothing was shown either way, so the build is written with "result": "unfinished"; 'dlgn prove'
+    says so in one line."""
+    monkeypatch.setattr(prove_module, "_cut_points", lambda core_v, netlist: [])  # the whole-core miter
+    monkeypatch.setattr(prove_module, "_function_script", lambda top, ref, miter: "read_verilog core.v\n")
+    netlist = random_netlist(in_bits=8, widths=(10, 6), classes=2, seed=1)
+    compile_netlist(netlist, tmp_path / "b", prove=True, verify=False)
+    report = json.loads((tmp_path / "b" / "prove_report.json").read_text())
+    assert report["result"] == "unfinished" and not report["passed"] and "without a verdict" in report["note"]
+    assert not (tmp_path / "b" / "prove").exists() and (tmp_path / "b" / "dlgn_core.v").is_file()
+    assert main(["prove", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: the proof did not finish (Yosys stopped without a verdict") and "\n" not in err
+
+
 def test_prove_user_errors_are_one_line(tmp_path, capsys):
     assert main(["prove", str(tmp_path)]) == 2
     err = capsys.readouterr().err
