@@ -19,7 +19,7 @@ before each.
 
 Writes ``bench/results/peers-<date>.json`` and a text table next to it.
 
-    python bench/peers.py [--epochs2 3] [--epochs4 1] [--threads 2] [--subset N] [--cases ...]
+    python bench/peers.py [--epochs2 3] [--epochs4 1] [--threads 2] [--subset N] [--cases ...] [--out PATH]
 """
 
 import argparse
@@ -171,6 +171,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--subset", type=int, default=0, help="first N training samples (0: all 60,000)")
     parser.add_argument("--cases", default="4x4000-n2,3x8000-n4")
+    parser.add_argument("--out", type=Path, help="results file (default bench/results/peers-<date>.json)")
     parser.add_argument("--one", nargs=2, metavar=("FRAMEWORK", "ARCH"), help=argparse.SUPPRESS)
     parser.add_argument("--epochs", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -179,7 +180,7 @@ def main(argv=None):
         return
     note = prepare_torchlogix()
     date = datetime.date.today().isoformat()
-    out = HERE / "results" / f"peers-{date}.json"
+    out = args.out or HERE / "results" / f"peers-{date}.json"
     rows = []
     for arch in args.cases.split(","):
         epochs = args.epochs2 if ARCHS[arch][2] == 2 else args.epochs4
