@@ -220,13 +220,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     date = datetime.date.today().isoformat()
     out = HERE / "results" / f"boards-{date}.json"
+    result = json.loads(out.read_text()) if out.is_file() else {"rows": []}
+    for r in result["rows"]:  # rows from before these keys existed
+        r.setdefault("name", r["board"])
+        if "routing" not in r and r.get("hw_report"):
+            r["routing"] = _routing(Path(r["hw_report"]))
     if args.pareto_only:
-        result = json.loads(out.read_text()) if out.is_file() else {"rows": []}
         rows = result["rows"]
-        for r in rows:  # rows from before these keys existed
-            r.setdefault("name", r["board"])
-            if "routing" not in r and r.get("hw_report"):
-                r["routing"] = _routing(Path(r["hw_report"]))
         if rows:
             out.write_text(json.dumps(result, indent=1) + "\n")
     else:
@@ -234,12 +234,7 @@ def main(argv=None):
         for name in names:
             if name not in BOARDS:
                 raise SystemExit(f"unknown row {name!r}; known: {', '.join(BOARDS)}")
-        old = json.loads(out.read_text())["rows"] if out.is_file() else []
-        rows = [r for r in old if r.get("name", r["board"]) not in names]
-        for r in rows:
-            r.setdefault("name", r["board"])
-            if "routing" not in r and r.get("hw_report"):
-                r["routing"] = _routing(Path(r["hw_report"]))
+        rows = [r for r in result["rows"] if r["name"] not in names]
         for name in names:
             board, config, freq = BOARDS[name]
             load = os.getloadavg()

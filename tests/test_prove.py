@@ -286,7 +286,7 @@ def test_a_proof_without_a_verdict_does_not_fail_the_compile(tmp_path, monkeypat
     """Yosys stopping without a verdict (the whole-core miter of a huge core ran it out of memory):
     nothing was shown either way, so the build is written with "result": "unfinished"; 'dlgn prove'
     says so in one line."""
-    monkeypatch.setattr(prove_module, "_cut_points", lambda core_v, netlist: [])  # the whole-core miter
+    monkeypatch.setattr(prove_module, "_cut_points", lambda core_text, netlist: [])  # the whole-core miter
     monkeypatch.setattr(prove_module, "_function_script", lambda top, ref, miter: "read_verilog core.v\n")
     netlist = random_netlist(in_bits=8, widths=(10, 6), classes=2, seed=1)
     compile_netlist(netlist, tmp_path / "b", prove=True, verify=False)

@@ -44,7 +44,7 @@ def untrained_estimate(widths, gate_inputs, classes, groups, thresholds, family,
     # every input bit read: a netlist whose one group lists all of them
     reading = Netlist(in_bits, [], [[2 + i for i in range(in_bits)]], encoding)
     group_sum = GroupSum(widths[-1], class_groups(widths[-1], classes, groups))
-    group_sum._MustUse__silence = True  # built for its size only, never elaborated
+    group_sum._MustUse__used = True  # built for its size only, never elaborated (as boards/primitives.py does)
     report = {
         "classes": classes,
         "estimated_luts": core,
