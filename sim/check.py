@@ -1,7 +1,8 @@
 """``dlgn sim``: simulate a build's Verilog with cocotb and hold it to the golden model (DESIGN §5).
 
-Rung 4 (default): the emitted ``dlgn_core.v``. Rung 5 (``post_synth=True``): the core
-synthesized for ECP5 and written back as a netlist of ECP5 cells. Both are driven with the
+Rung 4 (default): the emitted ``dlgn_core.v``. Rung 5 (``post_synth=True``): the core an ECP5
+board build elaborates from ``netlist.json`` (gates as LUT4 cells, the board's group sum),
+synthesized for ECP5 and written back as a netlist of ECP5 cells (:mod:`dlgn.sim.post_synth`). Both are driven with the
 run's test set (all of it by default, back to back, one sample per clock) and random inputs
 (with random idle cycles between them); every sample's per-class scores and class must equal
 the golden model's, and on the whole test set the simulated accuracy must equal the trained
@@ -99,13 +100,16 @@ def simulate_build(build_dir, *, samples=None, random_samples=DEFAULT_RANDOM_SAM
 
     report_name = POST_SYNTH_REPORT_FILE if post_synth else REPORT_FILE
     extra = {}
+    latency, latency_source = build.latency, "compile_report latency_cycles"
     if post_synth:
         work_dir = build.path / "post_synth"
-        netlist, synth_seconds = synthesize_ecp5(build, work_dir, log=log)
+        netlist, synth_seconds, board = synthesize_ecp5(build, work_dir, log=log)
         models, include, defines = ecp5_cell_models(work_dir / "cells")
         sources, includes = [netlist, models], [include]
         stage = f"post-synthesis simulation ({simulator}, ECP5 netlist {NETLIST_NAME}) vs golden model"
-        extra = {"synth_seconds": round(synth_seconds, 3), "netlist_file": str(Path("post_synth") / NETLIST_NAME)}
+        latency, latency_source = board["latency_cycles"], f"the ECP5 board core's latency ({board['popcount']} group sum)"
+        extra = {"synth_seconds": round(synth_seconds, 3), "netlist_file": str(Path("post_synth") / NETLIST_NAME),
+                 "board_core": {"family": "ecp5", "gates": "LUT4 cells (INIT = truth table)", **board}}
     else:
         work_dir = build.path / "sim"
         sources, includes, defines = [build.verilog], [], {}
@@ -114,7 +118,7 @@ def simulate_build(build_dir, *, samples=None, random_samples=DEFAULT_RANDOM_SAM
     log(f"  simulating with {simulator} ...")
     result = run_cocotb(build, stimulus, port_bytes(build, stimulus), work_dir, simulator=simulator, sources=sources,
                         includes=includes, defines=defines, jobs=jobs, gaps=_random_gaps(stimulus, seed), stage=stage,
-                        seed=seed)
+                        seed=seed, latency=latency, latency_source=latency_source)
     scores, classes, seconds = result.scores, result.classes, result.seconds
 
     total = len(stimulus)
@@ -177,7 +181,7 @@ def simulate_build(build_dir, *, samples=None, random_samples=DEFAULT_RANDOM_SAM
         "accuracy_compared_with_trained": whole_test_set,
         "simulator": simulator,
         "jobs": result.jobs,
-        "latency_cycles": build.latency,
+        "latency_cycles": latency,
         "vectors_file": str(vectors) if vectors is not None else None,
         "seconds": round(seconds, 3),
         "compile_seconds": round(result.compile_seconds, 3),

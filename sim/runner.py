@@ -284,10 +284,13 @@ def _show_progress(futures, shards, total, simulator, line_bytes):
 
 
 def run_cocotb(build, stimulus, values, work_dir, *, simulator="icarus", sources=None, includes=(), defines=None,
-               jobs=None, gaps=None, stage="simulation vs golden model", seed=0):
+               jobs=None, gaps=None, stage="simulation vs golden model", seed=0, latency=None,
+               latency_source="compile_report latency_cycles"):
     """Simulate every sample of ``stimulus`` (port ``values`` from :func:`~dlgn.sim.vectors.port_bytes`)
     on ``sources`` (default: the build's Verilog; ``includes``: their include folders, ``defines``:
-    preprocessor macros) in ``work_dir``, with ``gaps[i]`` idle cycles before sample ``i``.
+    preprocessor macros) in ``work_dir``, with ``gaps[i]`` idle cycles before sample ``i``;
+    ``latency``: the simulated core's (default: the build's ``latency_cycles``; ``latency_source``
+    names it in messages).
 
     Returns a :class:`SimResult`: the collected per-class scores ``[N, classes]`` and classes
     ``[N]`` in sample order, the problems the testbench reported (mismatches, latency, X values;
@@ -313,7 +316,7 @@ def run_cocotb(build, stimulus, values, work_dir, *, simulator="icarus", sources
         lo, hi = int(bounds[k]), int(bounds[k + 1])
         cycles, sample_cycles = write_harness_vectors(shard_dir, values[lo:hi], gaps[lo:hi], width, seed + lo)
         vectors, results = shard_dir / "vectors.npz", shard_dir / "results.npz"
-        write_vectors(vectors, build, stimulus, lo, hi, sample_cycles)
+        write_vectors(vectors, build, stimulus, lo, hi, sample_cycles, latency, latency_source)
         shards.append((shard_dir, vectors, results, cycles, hi - lo))
 
     ports = build.report["ports"]
@@ -321,7 +324,7 @@ def run_cocotb(build, stimulus, values, work_dir, *, simulator="icarus", sources
     from dlgn.safety import atomic_write_text
 
     atomic_write_text(harness, harness_verilog(build.top, build.input_port, width, ports["out_class"],
-                                               ports["out_scores"], build.latency,
+                                               ports["out_scores"], build.latency if latency is None else latency,
                                                max((s[3] for s in shards), default=1)))
     build_start = time.perf_counter()
     build_dir = work_dir / f"{simulator}_build"

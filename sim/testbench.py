@@ -45,7 +45,8 @@ def check_results(meta, vectors, cycles, classes, scores, unknown):
         i = int(late[0])
         problems.append(f"sample {meta['first_index'] + i}'s result came "
                         f"{int(cycles[i] - expected_cycles[i] + meta['latency'])} cycles after it, "
-                        f"expected {meta['latency']} (compile_report latency_cycles = {meta['latency']})")
+                        f"expected {meta['latency']} ({meta.get('latency_source', 'compile_report latency_cycles')} = "
+                        f"{meta['latency']})")
     if len(scores) == expected_count:
         mismatch = first_mismatch(vectors["expected_scores"], vectors["expected_classes"], scores, classes,
                                   os.environ.get("DLGN_SIM_STAGE", "simulation vs golden model"),

@@ -99,13 +99,16 @@ def port_bytes(build, stimulus):
     return np.packbits(bits, axis=1, bitorder="little")
 
 
-def write_vectors(path, build, stimulus, start, stop, sample_cycles):
+def write_vectors(path, build, stimulus, start, stop, sample_cycles, latency=None,
+                  latency_source="compile_report latency_cycles"):
     """Write what the testbench checks samples ``start:stop`` against: expected scores and
     classes, the cycle (from the first stimulus word) each sample is presented in
     (``sample_cycles``, from :func:`dlgn.sim.harness.write_harness_vectors`) and what the
-    testbench needs to know about the core."""
+    testbench needs to know about the core (``latency``: the simulated core's, by default the
+    build's; ``latency_source`` says where it comes from in the testbench's messages)."""
     meta = {
-        "format": VECTORS_FORMAT, "input_port": build.input_port, "latency": build.latency,
+        "format": VECTORS_FORMAT, "input_port": build.input_port,
+        "latency": build.latency if latency is None else int(latency), "latency_source": latency_source,
         "classes": build.classes, "score_width": build.score_width, "first_index": start,
         "test_samples": stimulus.test_samples, "first_label": stimulus.first_label,
     }

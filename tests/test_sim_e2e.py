@@ -4,6 +4,7 @@ and the same checks shown to fail on a core with one flipped truth-table bit or 
 Every simulation gets its own build directory, so the tests can run in parallel."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -135,9 +136,39 @@ def test_post_synthesis_netlist_matches(digits_build, tmp_path):
     assert "LUT4" in netlist and "TRELLIS_FF" in netlist
 
 
-def test_post_synthesis_netlist_with_a_flipped_table_bit_fails(corrupted_build, tmp_path):
-    out, _gate, _entry = corrupted_build
-    build = _copy_build(out, tmp_path)
+def test_post_synthesis_netlist_with_a_flipped_lut_init_bit_fails(digits_build, tmp_path):
+    """The post-synthesis rung simulates the ECP5 board core (every gate a LUT4): one flipped INIT
+    bit of one gate's LUT4 in the synthesized netlist (which is reused, its source unchanged) is
+    named as a mismatch; the board core's own latency is the one checked."""
+    build = _copy_build(digits_build, tmp_path)
+    report = simulate_build(build, random_samples=RANDOM, post_synth=True, simulator="icarus", log=_quiet)
+    assert report["passed"] and report["board_core"]["popcount"] == "compressor"
+    assert report["latency_cycles"] == report["board_core"]["latency_cycles"] > 0
+    path = build / "post_synth" / "dlgn_core_ecp5.v"
+    text = path.read_text()
+    loaded = load_build(build)
+    stimulus, _trained, _full = make_stimulus(loaded, find_run_dir(loaded), None, RANDOM, seed=0)
+    expected = GoldenModel(loaded.netlist).scores(stimulus.bits)
+    base = 2 + loaded.netlist.in_bits
+    for g, (inputs, table) in enumerate(loaded.netlist.gates):
+        found = re.search(r"LUT4 #\(\s*\.INIT\(16'h([0-9a-f]{4})\)\s*\) \\core\.lut%d " % (base + g), text)
+        if found is None or len(inputs) > 4:
+            continue
+        for entry in range(1 << len(inputs)):
+            gates = list(loaded.netlist.gates)
+            gates[g] = (inputs, table ^ (1 << entry))
+            flipped = ir.Netlist(loaded.netlist.in_bits, gates, loaded.netlist.groups, loaded.netlist.encoding,
+                                 loaded.netlist.source)
+            if (GoldenModel(flipped).scores(stimulus.bits) != expected).any():
+                break
+        else:
+            continue
+        break
+    else:
+        raise AssertionError("no gate LUT4 with an observable table bit in the post-synthesis netlist")
+    mask = (1 << len(inputs)) - 1
+    init = int(found.group(1), 16) ^ sum(1 << a for a in range(16) if a & mask == entry)
+    path.write_text(text[:found.start(1)] + f"{init:04x}" + text[found.end(1):])
     with pytest.raises(SimError, match=r"post-synthesis simulation \(icarus, ECP5 netlist dlgn_core_ecp5\.v\) vs "
                                        r"golden model: (test|random) sample \d+, class \d+"):
         simulate_build(build, random_samples=RANDOM, post_synth=True, simulator="icarus", log=_quiet)
