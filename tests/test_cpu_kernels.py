@@ -241,3 +241,83 @@ def test_rejects_bad_arguments():
         cpu.gate_forward(x.half(), wiring, tables)
     with pytest.raises(ValueError, match="1 to 6 inputs"):
         cpu.gate_forward(x, torch.zeros(30, 7, dtype=torch.long), torch.rand(30, 128))
+
+
+def _mix_case(features, slots, count, batch, seed, dtype=torch.float32):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(features, batch, generator=gen, dtype=dtype)
+    candidates = torch.randint(0, features, (slots, count), generator=gen)
+    weights = torch.softmax(torch.randn(slots, count, generator=gen, dtype=dtype), -1)
+    grad_out = torch.randn(slots, batch, generator=gen, dtype=dtype)
+    return x, candidates, weights, grad_out
+
+
+def _mix_reference(x, candidates, weights):
+    slots, count = candidates.shape
+    picked = x.index_select(0, candidates.reshape(-1)).reshape(slots, count, x.shape[1])
+    return torch.bmm(weights.reshape(slots, 1, count), picked).reshape(slots, x.shape[1])
+
+
+def _mix_run(fn, x, candidates, weights, grad_out):
+    x = x.clone().requires_grad_(True)
+    weights = weights.clone().requires_grad_(True)
+    y = fn(x, candidates, weights)
+    gx, gw = torch.autograd.grad(y, (x, weights), grad_out)
+    return y, gx, gw
+
+
+@pytest.mark.parametrize("count", [1, 3, 8])
+@pytest.mark.parametrize("batch", [1, 31, 64, 65, 130])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_mix_matches_reference(count, batch, dtype):
+    """The fused learned-connection mix: output, input and weight gradients against the gather +
+    bmm reference (repeated candidates included: the input gradient then adds up)."""
+    args = _mix_case(19, 57, count, batch, seed=count * 100 + batch, dtype=dtype)
+    tol = FLOAT64 if dtype == torch.float64 else FLOAT32_GRAD
+    for got, want in zip(_mix_run(cpu.mix_forward, *args), _mix_run(_mix_reference, *args)):
+        assert got.dtype == dtype
+        assert torch.allclose(got, want, **tol)
+
+
+def test_mix_gradcheck_float64():
+    x, candidates, weights, _ = _mix_case(7, 5, 3, 9, seed=2, dtype=torch.float64)
+    torch.autograd.gradcheck(lambda xx, ww: cpu.mix_forward(xx, candidates, ww),
+                             (x.requires_grad_(), weights.requires_grad_()))
+
+
+def test_mix_repeats_bit_for_bit_across_thread_counts():
+    args = _mix_case(300, 700, 4, 200, seed=5)
+    threads = torch.get_num_threads()
+    runs = []
+    try:
+        for count in (threads, threads, 1, 3):
+            torch.set_num_threads(count)
+            runs.append(_mix_run(cpu.mix_forward, *args))
+    finally:
+        torch.set_num_threads(threads)
+    for run in runs[1:]:
+        for got, first in zip(run, runs[0]):
+            assert torch.equal(got, first)
+
+
+def test_mix_gradient_to_one_argument_only_and_empty_batch():
+    x, candidates, weights, grad_out = _mix_case(11, 6, 2, 10, seed=3)
+    w = weights.clone().requires_grad_(True)
+    (gw,) = torch.autograd.grad(cpu.mix_forward(x, candidates, w), (w,), grad_out)
+    assert torch.allclose(gw, _mix_run(_mix_reference, x, candidates, weights, grad_out)[2], **FLOAT32_GRAD)
+    xx = x.clone().requires_grad_(True)
+    (gx,) = torch.autograd.grad(cpu.mix_forward(xx, candidates, weights), (xx,), grad_out)
+    assert torch.allclose(gx, _mix_run(_mix_reference, x, candidates, weights, grad_out)[1], **FLOAT32_GRAD)
+    assert cpu.mix_forward(x[:, :0], candidates, weights).shape == (6, 0)
+
+
+def test_mix_rejects_bad_arguments():
+    x, candidates, weights, _ = _mix_case(11, 6, 2, 10, seed=3)
+    with pytest.raises(IndexError, match=r"candidates read features outside \[0, 11\)"):
+        cpu.mix_forward(x, candidates + 11, weights)
+    with pytest.raises(ValueError, match="weights must be floating point"):
+        cpu.mix_forward(x, candidates, weights[:, :1])
+    with pytest.raises(TypeError, match="candidates must be an integer tensor"):
+        cpu.mix_forward(x, candidates.float(), weights)
+    with pytest.raises(TypeError, match="x must be a CPU"):
+        cpu.mix_forward(x.half(), candidates, weights)

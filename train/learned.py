@@ -4,8 +4,9 @@ Each input ``j`` of gate ``g`` chooses among ``C`` candidate features of the pre
 taken from the gate's window (the ``windowed`` wiring's ``model.window`` features around
 ``g * in_features / gates``), so that whatever it chooses stays local and routable. The choice is
 a trainable logit per candidate: in training (and ``soft`` mode) the input is the softmax-weighted
-mix of its candidates, ``a_gj = sum_c softmax(L_gj)_c x[cand_gjc]``, fed to the same gate kernels
-(the mixed inputs as a feature tensor read one to one); in ``discrete`` mode each input reads its
+mix of its candidates, ``a_gj = sum_c softmax(L_gj)_c x[cand_gjc]`` (on the CPU kernels one fused
+op, :func:`dlgn.train.kernels.cpu.mix_forward`; otherwise a gather and a batched matrix product),
+fed to the same gate kernels (the mixed inputs as a feature tensor read one to one); in ``discrete`` mode each input reads its
 argmax candidate alone. The ``wiring`` buffer always holds that argmax choice, so the discrete
 model is a fixed-wiring network: the compiler, the golden model and the hardware see an ordinary
 netlist (the idea of DWN's learnable mapping and torchlogix's ``connections="learnable"``).
@@ -95,8 +96,11 @@ class LearnedLogicLayer(LogicLayer):
             return self.gate_level(x, self.wiring, tables, reverse_index=self._reverse_index)
         weights = torch.softmax(self.connection_logits, dim=-1).to(x.dtype)  # [G, n, C]
         slots, count = self.gates * self.gate_inputs, self.candidates.shape[-1]
-        picked = x.index_select(0, self.candidates.reshape(-1)).reshape(slots, count, x.shape[1])
-        mixed = torch.bmm(weights.reshape(slots, 1, count), picked).reshape(slots, x.shape[1])  # [G*n, B]
+        if x.shape[1] and self._kernels_for(x) == "cpu":  # fused: no [G*n, C, B] copy of the candidates
+            mixed = K.cpu_mix_forward(x, self.candidates.reshape(slots, count), weights.reshape(slots, count))
+        else:
+            picked = x.index_select(0, self.candidates.reshape(-1)).reshape(slots, count, x.shape[1])
+            mixed = torch.bmm(weights.reshape(slots, 1, count), picked).reshape(slots, x.shape[1])  # [G*n, B]
         return self.gate_level(mixed, self._identity, tables, reverse_index=self._identity_reverse)
 
     def decided_share(self, margin=0.9):

@@ -23,9 +23,10 @@ from . import cpu
 from .reverse_index import ReverseIndex, ReverseIndexCache, build_reverse_index
 
 __all__ = ["gate_forward", "build_reverse_index", "ReverseIndex", "ReverseIndexCache", "triton_available", "can_run",
-           "cpu_gate_forward", "cpu_can_run", "cpu_cannot_run_reason"]
+           "cpu_gate_forward", "cpu_mix_forward", "cpu_can_run", "cpu_cannot_run_reason"]
 
 cpu_gate_forward = cpu.gate_forward
+cpu_mix_forward = cpu.mix_forward
 _warned_cpu_build = False
 
 

@@ -50,7 +50,7 @@ import torch
 
 from .reverse_index import ReverseIndex, build_reverse_index
 
-__all__ = ["gate_forward", "GateFunction", "available", "load_library", "build_error", "ACTIVATION_DTYPES",
+__all__ = ["gate_forward", "GateFunction", "mix_forward", "MixFunction", "available", "load_library", "build_error", "ACTIVATION_DTYPES",
            "KernelBuildError"]
 
 ACTIVATION_DTYPES = (torch.float32, torch.float64)
@@ -126,6 +126,12 @@ def _declare(lib):
         reduce = getattr(lib, f"dlgn_table_grad_{suffix}")
         reduce.argtypes = [ptr, i64, i64, i32, i64, ptr, ptr, ptr, i32]
         reduce.restype = None
+        mix_forward = getattr(lib, f"dlgn_mix_forward_{suffix}")
+        mix_forward.argtypes = [ptr, i64, i64, ptr, ptr, i64, i32, ptr, i64, i32]
+        mix_forward.restype = None
+        mix_backward = getattr(lib, f"dlgn_mix_backward_{suffix}")
+        mix_backward.argtypes = [ptr, i64, i64, ptr, ptr, i64, i32, ptr, i64, ptr, i64, ptr, i32]
+        mix_backward.restype = None
     lib.dlgn_block.restype = i32
     return lib
 
@@ -324,3 +330,70 @@ def gate_forward(x, wiring, tables, table_index=None, table_groups=None):
     if table_index is not None:
         table_index = table_index.to(torch.int64).contiguous()
     return GateFunction.apply(x, wiring, tables, table_index, table_groups)
+
+
+class MixFunction(torch.autograd.Function):
+    """Autograd op of :func:`mix_forward`."""
+
+    @staticmethod
+    def forward(ctx, x, candidates, weights):
+        slots, count = candidates.shape
+        batch = x.shape[1]
+        out = torch.empty((slots, batch), dtype=x.dtype)
+        if slots and batch:
+            getattr(load_library(), f"dlgn_mix_forward_{_suffix(x.dtype)}")(
+                x.data_ptr(), x.stride(0), batch, candidates.data_ptr(), weights.data_ptr(), slots, count,
+                out.data_ptr(), out.stride(0), _threads())
+        ctx.save_for_backward(x, candidates, weights)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, candidates, weights = ctx.saved_tensors
+        input_grad, _, weight_grad = ctx.needs_input_grad[:3]
+        slots, count = candidates.shape
+        batch = x.shape[1]
+        grad_out = grad_out.to(x.dtype)
+        if grad_out.stride(1) != 1:
+            grad_out = grad_out.contiguous()
+        lib = load_library()
+        grad_x = torch.zeros_like(x) if input_grad else None
+        blocks = -(-batch // lib.dlgn_block())
+        # every (block, slot, candidate) entry is written by the kernel
+        block_grad = torch.empty((blocks, slots, count), dtype=x.dtype) if weight_grad else None
+        if slots and batch and (input_grad or weight_grad):
+            getattr(lib, f"dlgn_mix_backward_{_suffix(x.dtype)}")(
+                x.data_ptr(), x.stride(0), batch, candidates.data_ptr(), weights.data_ptr(), slots, count,
+                grad_out.data_ptr(), grad_out.stride(0), _ptr(grad_x), grad_x.stride(0) if grad_x is not None else 0,
+                _ptr(block_grad), _threads())
+        grad_weights = None
+        if weight_grad:
+            grad_weights = block_grad[0].clone() if blocks else torch.zeros((slots, count), dtype=x.dtype)
+            for k in range(1, blocks):  # the blocks in order: the same bits for any thread count
+                grad_weights += block_grad[k]
+        return grad_x, None, grad_weights
+
+
+def mix_forward(x, candidates, weights):
+    """Learned connections on the CPU: ``out[s] = sum_c weights[s, c] * x[candidates[s, c]]``,
+    ``[slots, batch]`` in ``x``'s dtype, differentiable in ``x`` and ``weights``; the fused
+    version of ``bmm(weights[:, None], x[candidates])`` (which materialises ``[slots, count,
+    batch]``). ``x``: ``[features, batch]`` float32/float64; ``candidates``: integer
+    ``[slots, count]`` rows of ``x``; ``weights``: ``[slots, count]`` (computed in ``x``'s dtype)."""
+    if x.device.type != "cpu" or x.dim() != 2 or x.dtype not in ACTIVATION_DTYPES:
+        raise TypeError(f"x must be a CPU [features, batch] tensor in one of {ACTIVATION_DTYPES}, not {x.dtype} "
+                        f"{tuple(x.shape)} on {x.device}")
+    if candidates.dim() != 2 or candidates.dtype not in (torch.int32, torch.int64) or candidates.shape[1] < 1:
+        raise TypeError(f"candidates must be an integer tensor [slots, count >= 1], not {candidates.dtype} "
+                        f"{tuple(candidates.shape)}")
+    if tuple(weights.shape) != tuple(candidates.shape) or not weights.is_floating_point():
+        raise ValueError(f"weights must be floating point {tuple(candidates.shape)}, not {weights.dtype} "
+                         f"{tuple(weights.shape)}")
+    if candidates.numel() and (int(candidates.min()) < 0 or int(candidates.max()) >= x.shape[0]):
+        raise IndexError(f"candidates read features outside [0, {x.shape[0]}): min {int(candidates.min())}, "
+                         f"max {int(candidates.max())}")
+    if x.stride(1) != 1:
+        x = x.contiguous()
+    weights_x = weights.to(x.dtype).contiguous()
+    out = MixFunction.apply(x, candidates.to(torch.int64).contiguous(), weights_x)
+    return out

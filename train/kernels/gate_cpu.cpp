@@ -244,6 +244,77 @@ void reduce_table_grad(const T* block_grad, int64_t blocks, int64_t gates, int e
     }
 }
 
+// Learned connections (dlgn.train.learned): input slot s of a layer is the weighted mix of C
+// candidate rows of x, out[s] = sum_c w[s, c] x[cand[s, c]] (c in order). Forward: threads take
+// chunks of slots. Backward: threads take batch blocks as in backward_blocks; the input gradient
+// is added in slot and candidate order by the thread owning those columns, and the weight gradient
+// of a (slot, candidate, block) is summed over the block's lanes in a fixed order and stored; the
+// caller sums the blocks in order.
+template <typename T>
+void mix_forward(const T* x, int64_t stride_x, int64_t batch, const int64_t* cand, const T* w, int64_t slots,
+                 int count, T* out, int64_t stride_out, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 64)
+    for (int64_t s = 0; s < slots; ++s) {
+        if (s + PREFETCH < slots) prefetch_rows(x, stride_x, cand + (s + PREFETCH) * count, count, 0, batch, 0);
+        const int64_t* cs = cand + s * count;
+        const T* ws = w + s * count;
+        T* o = out + s * stride_out;
+        for (int64_t b0 = 0; b0 < batch; b0 += TILE) {
+            const int len = static_cast<int>(std::min<int64_t>(TILE, batch - b0));
+            T acc[TILE];
+            const T* r0 = x + cs[0] * stride_x + b0;
+            const T w0 = ws[0];
+            for (int b = 0; b < len; ++b) acc[b] = w0 * r0[b];
+            for (int c = 1; c < count; ++c) {
+                const T* r = x + cs[c] * stride_x + b0;
+                const T wc = ws[c];
+                for (int b = 0; b < len; ++b) acc[b] += wc * r[b];
+            }
+            for (int b = 0; b < len; ++b) o[b0 + b] = acc[b];
+        }
+    }
+}
+
+// grad_x (zeroed by the caller) or nullptr; block_grad [blocks, slots, count] or nullptr.
+template <typename T>
+void mix_backward(const T* x, int64_t stride_x, int64_t batch, const int64_t* cand, const T* w, int64_t slots,
+                  int count, const T* grad_out, int64_t stride_grad_out, T* grad_x, int64_t stride_grad_x,
+                  T* block_grad, int threads) {
+    const int64_t blocks = (batch + BLOCK - 1) / BLOCK;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+        const int64_t col_first = blk * BLOCK, col_last = std::min(batch, col_first + BLOCK);
+        for (int64_t s = 0; s < slots; ++s) {
+            if (s + PREFETCH < slots) {
+                const int64_t* ahead = cand + (s + PREFETCH) * count;
+                if (block_grad) prefetch_rows(x, stride_x, ahead, count, col_first, col_last, 0);
+                if (grad_x) prefetch_rows(grad_x, stride_grad_x, ahead, count, col_first, col_last, 1);
+            }
+            const int64_t* cs = cand + s * count;
+            const T* ws = w + s * count;
+            const T* go = grad_out + s * stride_grad_out;
+            for (int c = 0; c < count; ++c) {
+                if (block_grad) {
+                    const T* r = x + cs[c] * stride_x;
+                    T acc[REDUCE] = {};
+                    int64_t b = col_first;
+                    for (; b + REDUCE <= col_last; b += REDUCE)
+                        for (int l = 0; l < REDUCE; ++l) acc[l] += go[b + l] * r[b + l];
+                    for (int l = 0; b < col_last; ++b, ++l) acc[l] += go[b] * r[b];
+                    T sum = acc[0];
+                    for (int l = 1; l < REDUCE; ++l) sum += acc[l];
+                    block_grad[(blk * slots + s) * count + c] = sum;
+                }
+                if (grad_x) {
+                    T* gx = grad_x + cs[c] * stride_grad_x;
+                    const T wc = ws[c];
+                    for (int64_t b = col_first; b < col_last; ++b) gx[b] += wc * go[b];
+                }
+            }
+        }
+    }
+}
+
 template <typename T>
 int forward_dispatch(int n, const T* x, int64_t stride_x, int64_t batch, const int64_t* wiring, int64_t gates,
                      const T* tables, const int64_t* table_index, T* out, int64_t stride_out, int threads) {
@@ -297,6 +368,17 @@ int dlgn_block() { return BLOCK; }
                                   T* grad_tables, int threads) {                                                 \
         reduce_table_grad<T>(block_grad, blocks, gates, entries, tables, table_offsets, table_gates,              \
                              grad_tables, threads);                                                              \
+    }                                                                                                            \
+    void dlgn_mix_forward_##SUFFIX(const T* x, int64_t stride_x, int64_t batch, const int64_t* cand, const T* w, \
+                                   int64_t slots, int count, T* out, int64_t stride_out, int threads) {          \
+        mix_forward<T>(x, stride_x, batch, cand, w, slots, count, out, stride_out, threads);                     \
+    }                                                                                                            \
+    void dlgn_mix_backward_##SUFFIX(const T* x, int64_t stride_x, int64_t batch, const int64_t* cand,           \
+                                    const T* w, int64_t slots, int count, const T* grad_out,                     \
+                                    int64_t stride_grad_out, T* grad_x, int64_t stride_grad_x, T* block_grad,    \
+                                    int threads) {                                                               \
+        mix_backward<T>(x, stride_x, batch, cand, w, slots, count, grad_out, stride_grad_out, grad_x,            \
+                        stride_grad_x, block_grad, threads);                                                     \
     }
 
 DLGN_EXPORT(f32, float)
