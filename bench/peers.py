@@ -15,11 +15,15 @@ cross-entropy, the same torch build and thread count. dlgn runs its default IWP 
 estimator, C++ CPU kernels); torchlogix its ``light`` parametrization (sigmoid, the Light DLGN
 paper's input-wise basis), ``connections="fixed"``. Each framework and architecture runs in its
 own process (so peak memory is its own), one after the other; the load average is recorded
-before each.
+before each. With ``--repeat R`` each architecture runs R times, the two frameworks alternating
+(dlgn, torchlogix, dlgn, ...), and the ratios compare the medians: this machine's speed changes
+over minutes (another tenant of the host, seen as the same deterministic run taking 2.5 s or 5.3 s
+per epoch), and alternating repeats expose both frameworks to the same conditions.
 
 Writes ``bench/results/peers-<date>.json`` and a text table next to it.
 
-    python bench/peers.py [--epochs2 3] [--epochs4 1] [--threads 2] [--subset N] [--cases ...] [--out PATH]
+    python bench/peers.py [--epochs2 3] [--epochs4 1] [--threads 2] [--subset N] [--cases ...] [--repeat R]
+                          [--out PATH]
 """
 
 import argparse
@@ -164,6 +168,35 @@ def run_one(framework, arch, epochs, threads, subset):
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
+def _median(values):
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def _ratios(rows):
+    """Per architecture with both frameworks: torchlogix / dlgn of the median seconds per epoch
+    and of the median evaluation time, the ratio of each repeat's pair, and the accuracy difference
+    (the runs are deterministic: every repeat has the same accuracy)."""
+    ratios = {}
+    for arch in dict.fromkeys(r["arch"] for r in rows):
+        runs = {f: [r for r in rows if r["arch"] == arch and r["framework"] == f] for f in ("dlgn", "torchlogix")}
+        pairs = [(d, t) for d in runs["dlgn"] for t in runs["torchlogix"] if d.get("repeat") == t.get("repeat")]
+        if not pairs:
+            continue
+        med = {f: _median([r["seconds_per_epoch"] for r in runs[f]]) for f in runs}
+        ev = {f: _median([r["eval_seconds_discrete"] for r in runs[f]]) for f in runs}
+        ratios[arch] = {"epoch_speedup": round(med["torchlogix"] / med["dlgn"], 2),
+                        "epoch_speedup_per_run": [round(t["seconds_per_epoch"] / d["seconds_per_epoch"], 2)
+                                                  for d, t in pairs],
+                        "runs": len(pairs),
+                        "median_seconds_per_epoch": {f: round(v, 2) for f, v in med.items()},
+                        "eval_speedup": round(ev["torchlogix"] / max(ev["dlgn"], 1e-3), 2),
+                        "discrete_acc_difference_pp": round(100 * (pairs[0][0]["test_acc_discrete"]
+                                                                   - pairs[0][1]["test_acc_discrete"]), 2)}
+    return ratios
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs2", type=int, default=3, help="epochs of the two-input case")
@@ -171,6 +204,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--subset", type=int, default=0, help="first N training samples (0: all 60,000)")
     parser.add_argument("--cases", default="4x4000-n2,3x8000-n4")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per framework and architecture, alternating")
     parser.add_argument("--out", type=Path, help="results file (default bench/results/peers-<date>.json)")
     parser.add_argument("--one", nargs=2, metavar=("FRAMEWORK", "ARCH"), help=argparse.SUPPRESS)
     parser.add_argument("--epochs", type=int, default=1, help=argparse.SUPPRESS)
@@ -182,7 +216,7 @@ def main(argv=None):
     date = datetime.date.today().isoformat()
     out = args.out or HERE / "results" / f"peers-{date}.json"
     rows = []
-    for arch in args.cases.split(","):
+    for arch, repeat in ((a, k) for a in args.cases.split(",") for k in range(max(1, args.repeat))):
         epochs = args.epochs2 if ARCHS[arch][2] == 2 else args.epochs4
         for framework in ("dlgn", "torchlogix"):
             load = os.getloadavg()
@@ -193,22 +227,14 @@ def main(argv=None):
             if proc.returncode or not match:
                 raise SystemExit(f"{framework} {arch} failed:\n{proc.stderr[-3000:]}")
             row = json.loads(match.group(1))
+            row["repeat"] = repeat
             row["load_average_before"] = [round(x, 2) for x in load]
             row["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
             rows.append(row)
             print(f"{framework:>10} {arch}: {row['seconds_per_epoch']:.1f} s/epoch, discrete "
                   f"{100 * row['test_acc_discrete']:.2f}%, soft {100 * row['test_acc_soft']:.2f}%, "
                   f"{row['peak_rss_mib']:.0f} MiB (load {load[0]:.2f})", flush=True)
-            ratios = {}
-            for a in {r["arch"] for r in rows}:
-                pair = {r["framework"]: r for r in rows if r["arch"] == a}
-                if len(pair) == 2:
-                    ratios[a] = {"epoch_speedup": round(pair["torchlogix"]["seconds_per_epoch"]
-                                                        / pair["dlgn"]["seconds_per_epoch"], 2),
-                                 "eval_speedup": round(pair["torchlogix"]["eval_seconds_discrete"]
-                                                       / max(pair["dlgn"]["eval_seconds_discrete"], 1e-3), 2),
-                                 "discrete_acc_difference_pp": round(100 * (pair["dlgn"]["test_acc_discrete"]
-                                                                            - pair["torchlogix"]["test_acc_discrete"]), 2)}
+            ratios = _ratios(rows)
             result = {"date": date, "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "arch": platform.machine()},
                       "torch": __import__("torch").__version__, "torchlogix": TORCHLOGIX, "torchlogix_patch": note,
                       "rows": rows, "ratios": ratios}
@@ -216,11 +242,14 @@ def main(argv=None):
     lines = [f"dlgn vs torchlogix, Fashion-MNIST, 3 thresholds, {args.threads} threads ({date}, {cpu_name()})",
              f"{'arch':<12}{'framework':>11}{'s/epoch':>9}{'discrete':>10}{'soft':>8}{'MiB':>7}{'load':>6}"]
     for r in rows:
+        r = {**r, "arch": r["arch"] + (f" #{r['repeat'] + 1}" if args.repeat > 1 else "")}
         lines.append(f"{r['arch']:<12}{r['framework']:>11}{r['seconds_per_epoch']:>9.1f}"
                      f"{100 * r['test_acc_discrete']:>9.2f}%{100 * r['test_acc_soft']:>7.2f}%{r['peak_rss_mib']:>7.0f}"
                      f"{r['load_average_before'][0]:>6.2f}")
     for a, r in result["ratios"].items():
-        lines.append(f"{a}: dlgn {r['epoch_speedup']}x faster per epoch, {r['eval_speedup']}x in evaluation, "
+        spread = (f" (medians of {r['runs']} runs each; per run {min(r['epoch_speedup_per_run'])}x to "
+                  f"{max(r['epoch_speedup_per_run'])}x)" if r["runs"] > 1 else "")
+        lines.append(f"{a}: dlgn {r['epoch_speedup']}x faster per epoch{spread}, {r['eval_speedup']}x in evaluation, "
                      f"{r['discrete_acc_difference_pp']:+.2f} pp discrete")
     out.with_suffix(".txt").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
