@@ -156,10 +156,13 @@ def test_bad_widths_one_line_through_the_command(tmp_path):
 
 BOARD_CONFIGS = {"ulx3s-85f": "ulx3s-85f.toml", "ulx3s-25f": "ulx3s-25f.toml", "ulx3s-12f": "ulx3s-12f.toml",
                  "icebreaker": "icebreaker.toml"}
+#: further models for a board (file -> board)
+MORE_BOARD_CONFIGS = {"ulx3s-12f-learned.toml": "ulx3s-12f", "ulx3s-25f-learned.toml": "ulx3s-25f"}
 
 
-@pytest.mark.parametrize("board", sorted(BOARD_CONFIGS))
-def test_board_configs_fit_their_boards(board):
+@pytest.mark.parametrize("board,config_file", sorted([*((b, f) for b, f in BOARD_CONFIGS.items()),
+                                                      *((b, f) for f, b in MORE_BOARD_CONFIGS.items())]))
+def test_board_configs_fit_their_boards(board, config_file):
     """Every board's config fits its board by the estimate --fit uses (the gates that reach an
     output, as LUTs) with the uart top; the 85F's is the default model."""
     from pathlib import Path
@@ -172,7 +175,7 @@ def test_board_configs_fit_their_boards(board):
     from dlgn.train.fit import untrained_estimate
 
     root = Path(__file__).resolve().parent.parent / "configs"
-    config = validate(load_config(root / BOARD_CONFIGS[board]))
+    config = validate(load_config(root / config_file))
     target = get_board(board)
     d, m = config["data"], config["model"]
     thresholds = Thermometer.fit(np.zeros((1, 784), dtype=np.uint8), d["thresholds"], d["encoding"], 255).thresholds
