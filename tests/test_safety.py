@@ -90,8 +90,10 @@ def _train_until(args, condition, *, signum=signal.SIGINT, timeout=300, cwd=None
     """Start ``dlgn train ARGS`` (or ``command``), send ``signum`` once ``condition()`` holds;
     returns the finished process (returncode, stderr)."""
     cmd = command or [sys.executable, "-m", "dlgn", "train", *map(str, args)]
+    # Ctrl-C as a terminal delivers it: a test suite started in the background by a shell inherits
+    # SIGINT ignored (POSIX), and so would the command, which then never sees the interrupt.
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + timeout
     while not condition():
         assert proc.poll() is None, ("finished before the condition held", proc.communicate())
