@@ -33,6 +33,7 @@ import os
 import platform
 import re
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -168,12 +169,6 @@ def run_one(framework, arch, epochs, threads, subset):
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
-def _median(values):
-    values = sorted(values)
-    mid = len(values) // 2
-    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
-
-
 def _ratios(rows):
     """Per architecture with both frameworks: torchlogix / dlgn of the median seconds per epoch
     and of the median evaluation time, the ratio of each repeat's pair, and the accuracy difference
@@ -184,8 +179,8 @@ def _ratios(rows):
         pairs = [(d, t) for d in runs["dlgn"] for t in runs["torchlogix"] if d.get("repeat") == t.get("repeat")]
         if not pairs:
             continue
-        med = {f: _median([r["seconds_per_epoch"] for r in runs[f]]) for f in runs}
-        ev = {f: _median([r["eval_seconds_discrete"] for r in runs[f]]) for f in runs}
+        med = {f: statistics.median([r["seconds_per_epoch"] for r in runs[f]]) for f in runs}
+        ev = {f: statistics.median([r["eval_seconds_discrete"] for r in runs[f]]) for f in runs}
         ratios[arch] = {"epoch_speedup": round(med["torchlogix"] / med["dlgn"], 2),
                         "epoch_speedup_per_run": [round(t["seconds_per_epoch"] / d["seconds_per_epoch"], 2)
                                                   for d, t in pairs],

@@ -23,7 +23,7 @@ from .errors import SimError
 from .post_synth import NETLIST_NAME, ecp5_cell_models, synthesize_ecp5
 from .replay import load_vectors, prepend_vectors
 from .runner import check_simulator, default_simulator, run_cocotb
-from .vectors import first_mismatch, make_stimulus, port_bytes
+from .vectors import BUILD_LATENCY, first_mismatch, make_stimulus, port_bytes
 
 __all__ = ["simulate_build", "REPORT_FILE", "POST_SYNTH_REPORT_FILE", "REPORT_KEYS", "DEFAULT_RANDOM_SAMPLES"]
 
@@ -100,7 +100,7 @@ def simulate_build(build_dir, *, samples=None, random_samples=DEFAULT_RANDOM_SAM
 
     report_name = POST_SYNTH_REPORT_FILE if post_synth else REPORT_FILE
     extra = {}
-    latency, latency_source = build.latency, "compile_report latency_cycles"
+    latency, latency_source = build.latency, BUILD_LATENCY
     if post_synth:
         work_dir = build.path / "post_synth"
         netlist, synth_seconds, board = synthesize_ecp5(build, work_dir, log=log)
@@ -109,7 +109,7 @@ def simulate_build(build_dir, *, samples=None, random_samples=DEFAULT_RANDOM_SAM
         stage = f"post-synthesis simulation ({simulator}, ECP5 netlist {NETLIST_NAME}) vs golden model"
         latency, latency_source = board["latency_cycles"], f"the ECP5 board core's latency ({board['popcount']} group sum)"
         extra = {"synth_seconds": round(synth_seconds, 3), "netlist_file": str(Path("post_synth") / NETLIST_NAME),
-                 "board_core": {"family": "ecp5", "gates": "LUT4 cells (INIT = truth table)", **board}}
+                 "board_core": {"family": "ecp5", "gates": "LUT4 cells (INIT = truth table) up to 4 inputs", **board}}
     else:
         work_dir = build.path / "sim"
         sources, includes, defines = [build.verilog], [], {}

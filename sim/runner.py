@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import SimError
 from .harness import HARNESS_TOP, RESULTS_FILE, harness_verilog, write_harness_vectors
-from .vectors import write_vectors
+from .vectors import BUILD_LATENCY, write_vectors
 
 __all__ = ["SIMULATORS", "TIMESCALE", "MIN_VERILATOR", "TEST_MODULE", "verilator_executable", "verilator_version",
            "check_simulator", "default_simulator", "run_cocotb", "default_jobs", "SimResult", "VERILATOR_MAKEFLAGS"]
@@ -285,7 +285,7 @@ def _show_progress(futures, shards, total, simulator, line_bytes):
 
 def run_cocotb(build, stimulus, values, work_dir, *, simulator="icarus", sources=None, includes=(), defines=None,
                jobs=None, gaps=None, stage="simulation vs golden model", seed=0, latency=None,
-               latency_source="compile_report latency_cycles"):
+               latency_source=BUILD_LATENCY):
     """Simulate every sample of ``stimulus`` (port ``values`` from :func:`~dlgn.sim.vectors.port_bytes`)
     on ``sources`` (default: the build's Verilog; ``includes``: their include folders, ``defines``:
     preprocessor macros) in ``work_dir``, with ``gaps[i]`` idle cycles before sample ``i``;
@@ -303,6 +303,7 @@ def run_cocotb(build, stimulus, values, work_dir, *, simulator="icarus", sources
     count = len(stimulus)
     jobs = default_jobs(count) if jobs is None else max(1, min(int(jobs), max(count, 1)))
     gaps = np.zeros(count, dtype=np.int64) if gaps is None else np.asarray(gaps, dtype=np.int64)
+    latency = build.latency if latency is None else int(latency)
     start = time.perf_counter()
 
     bounds = np.linspace(0, count, jobs + 1).round().astype(int)
@@ -324,7 +325,7 @@ def run_cocotb(build, stimulus, values, work_dir, *, simulator="icarus", sources
     from dlgn.safety import atomic_write_text
 
     atomic_write_text(harness, harness_verilog(build.top, build.input_port, width, ports["out_class"],
-                                               ports["out_scores"], build.latency if latency is None else latency,
+                                               ports["out_scores"], latency,
                                                max((s[3] for s in shards), default=1)))
     build_start = time.perf_counter()
     build_dir = work_dir / f"{simulator}_build"

@@ -24,7 +24,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import RisingEdge
 
 from dlgn.sim.harness import RESET_CYCLES, RESULTS_FILE, read_harness_results
-from dlgn.sim.vectors import first_mismatch, read_vectors
+from dlgn.sim.vectors import BUILD_LATENCY, first_mismatch, read_vectors
 
 CLOCK_PERIOD_NS = 10
 
@@ -45,7 +45,7 @@ def check_results(meta, vectors, cycles, classes, scores, unknown):
         i = int(late[0])
         problems.append(f"sample {meta['first_index'] + i}'s result came "
                         f"{int(cycles[i] - expected_cycles[i] + meta['latency'])} cycles after it, "
-                        f"expected {meta['latency']} ({meta.get('latency_source', 'compile_report latency_cycles')} = "
+                        f"expected {meta['latency']} ({meta.get('latency_source', BUILD_LATENCY)} = "
                         f"{meta['latency']})")
     if len(scores) == expected_count:
         mismatch = first_mismatch(vectors["expected_scores"], vectors["expected_classes"], scores, classes,

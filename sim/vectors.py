@@ -99,8 +99,11 @@ def port_bytes(build, stimulus):
     return np.packbits(bits, axis=1, bitorder="little")
 
 
-def write_vectors(path, build, stimulus, start, stop, sample_cycles, latency=None,
-                  latency_source="compile_report latency_cycles"):
+#: where the simulated core's latency comes from, unless the caller says otherwise
+BUILD_LATENCY = "compile_report latency_cycles"
+
+
+def write_vectors(path, build, stimulus, start, stop, sample_cycles, latency=None, latency_source=BUILD_LATENCY):
     """Write what the testbench checks samples ``start:stop`` against: expected scores and
     classes, the cycle (from the first stimulus word) each sample is presented in
     (``sample_cycles``, from :func:`dlgn.sim.harness.write_harness_vectors`) and what the
