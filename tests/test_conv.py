@@ -168,17 +168,67 @@ def test_discrete_mode_is_or_pooled_bits():
     assert torch.equal(out.t().reshape(want.shape), want)
 
 
-def _conv_net(seed=0):
+def _position_major(y, layer):
+    """``[C * H * W, batch]`` channel-major rows reordered to ``(y * W + x) * C + c``."""
+    channels, height, width = layer.out_shape
+    return y.reshape(channels, height, width, -1).permute(1, 2, 0, 3).reshape(y.shape)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("kernels", ["reference", "cpu"])
+def test_position_order_is_the_channel_order_permuted_with_the_same_gradients(case, kernels):
+    """``order = "position"`` numbers the output (root level or OR pool) position-major; the layer
+    computes the same function, so its outputs are the channel-major ones reordered and its table
+    and input gradients equal theirs."""
+    in_shape, channels, kernel, depth, n, stride, padding, pool, leaf_channels = case
+    args = (in_shape, channels, kernel, depth, n, stride, padding, pool, leaf_channels)
+    chan = ConvLayer(*args, init="gaussian", seed=3, kernels=kernels).double()
+    pos = ConvLayer(*args, order="position", init="gaussian", seed=3, kernels=kernels).double()
+    assert torch.equal(pos.weight, chan.weight)  # the same seed draws the same tables and leaves
+    x = torch.rand(chan.in_features, 3, generator=torch.Generator().manual_seed(8), dtype=torch.float64,
+                   requires_grad=True)
+    want = _position_major(chan(x, "soft"), chan)
+    got = pos(x, "soft")
+    assert torch.equal(got, want)
+    grad_out = torch.randn(got.shape, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    want_x, want_w = torch.autograd.grad(want, (x, chan.weight), grad_out)
+    got_x, got_w = torch.autograd.grad(got, (x, pos.weight), grad_out)
+    torch.testing.assert_close(got_w, want_w, rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(got_x, want_x, rtol=1e-12, atol=1e-13)
+    bits = torch.randint(0, 2, (chan.in_features, 40), generator=torch.Generator().manual_seed(10)).double()
+    assert torch.equal(pos.eval()(bits), _position_major(chan.eval()(bits), chan))
+
+
+def test_a_layer_reads_a_position_major_input():
+    """The second layer finds feature (c, y, x) of a position-major first layer at row
+    (y * W + x) * C + c: the stack computes what the channel-major stack computes."""
+    first = dict(channels=4, kernel=3, tree_depth=2, tree_inputs=2, stride=1, padding=1, pool=2, leaf_channels=0)
+    second = dict(channels=3, kernel=2, tree_depth=2, tree_inputs=2, stride=1, padding=0, pool=1, leaf_channels=0)
+    outs = []
+    for order in ("channel", "position"):
+        net = LogicNet(2 * 9 * 7 * 3, 3, 0, 0, gate_inputs=4, init="gaussian", seed=1, widths=[30],
+                       conv=[dict(first, order=order), second], image=(2, 9, 7))
+        assert net.conv[1].in_order == order
+        bits = torch.randint(0, 2, (net.in_bits, 64), generator=torch.Generator().manual_seed(2)).float()
+        with torch.no_grad():
+            outs.append(net.conv[1](net.conv[0](bits, "discrete"), "discrete"))
+    assert torch.equal(outs[0], outs[1])
+
+
+def _conv_net(seed=0, order="channel"):
     """Two convolutional layers (odd image, padding, stride 2, 3-input trees, pooling) and a dense layer."""
-    conv = [dict(channels=4, kernel=3, tree_depth=2, tree_inputs=2, stride=1, padding=1, pool=2, leaf_channels=0),
-            dict(channels=5, kernel=2, tree_depth=1, tree_inputs=3, stride=2, padding=1, pool=1, leaf_channels=2)]
+    conv = [dict(channels=4, kernel=3, tree_depth=2, tree_inputs=2, stride=1, padding=1, pool=2, leaf_channels=0,
+                 order=order),
+            dict(channels=5, kernel=2, tree_depth=1, tree_inputs=3, stride=2, padding=1, pool=1, leaf_channels=2,
+                 order=order)]
     net = LogicNet(2 * 9 * 7 * 3, 3, 0, 0, gate_inputs=[4, 2], init="gaussian", seed=seed, widths=[60, 30],
                    conv=conv, image=(2, 9, 7))
     return net.eval()
 
 
-def test_discrete_network_equals_its_flattened_netlist_on_every_sample():
-    net = _conv_net()
+@pytest.mark.parametrize("order", ["channel", "position"])
+def test_discrete_network_equals_its_flattened_netlist_on_every_sample(order):
+    net = _conv_net(order=order)
     netlist = netlist_from_model(net)
     kinds = net.gates_per_kind()
     assert netlist.source["gates_per_kind"] == kinds
@@ -215,8 +265,9 @@ def test_config_accepts_a_list_of_tables_and_fills_defaults():
     config = _validate("model.conv=[{channels = 8}, {channels = 4, kernel = 2, pool = 1}]")
     first, second = config["model"]["conv"]
     assert first == {"channels": 8, "kernel": 3, "tree_depth": 2, "tree_inputs": 2, "stride": 1, "padding": 0,
-                     "pool": 2, "leaf_channels": 0}
+                     "pool": 2, "leaf_channels": 0, "order": "channel"}
     assert second["kernel"] == 2 and second["pool"] == 1
+    assert _validate("model.conv=[{channels = 8, order = \"position\"}]")["model"]["conv"][0]["order"] == "position"
     from dlgn.train.config import dump_toml
     import tomllib
 
@@ -234,6 +285,8 @@ def test_config_accepts_a_list_of_tables_and_fills_defaults():
     ("[{channels = 8}, {channels = 8, kernel = 5}]",
      r"model.conv\[1\]: a 5 x 5 kernel with padding 0 does not fit the 3 x 3 input \(the output of model.conv\[0\]\)"),
     ("16", r"model.conv must be a list of tables"),
+    ("[{channels = 8, order = \"row\"}]", r"model.conv\[0\].order must be \"channel\" or \"position\""),
+    ("[{channels = 8, order = 1}]", r"model.conv\[0\].order must be \"channel\" or \"position\""),
 ])
 def test_bad_conv_entries_are_refused_with_one_line(value, message):
     with pytest.raises(ConfigError, match=message):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .data import DATASET_INFO, DATASETS
 from .encoding import ENCODINGS
+from .conv import ORDERS
 from .functional import ESTIMATORS, GROUP_LAYOUTS
 from .layers import INITS, KERNELS, PARAMETRIZATIONS
 from .wiring import WIRINGS
@@ -109,7 +110,11 @@ INT_LIST_KEYS = {"model.widths", "model.gate_inputs"}
 #: reads (0: all of them; the paper uses 2, which cost 5 points on digits); ``tree_inputs``: inputs per
 #: gate of the tree (2: binary).
 CONV_DEFAULTS = {"channels": None, "kernel": 3, "tree_depth": 2, "tree_inputs": 2, "stride": 1, "padding": 0,
-                 "pool": 2, "leaf_channels": 0}
+                 "pool": 2, "leaf_channels": 0, "order": "channel"}
+#: ``order``, the layer's output feature order: ``"channel"`` (each channel's map in turn) or
+#: ``"position"`` (the channels of one position together; windowed wiring after it stays local on
+#: the chip). The only field that is not an integer.
+CONV_ORDERS = ORDERS
 #: smallest value of each field
 _CONV_MIN = {"channels": 1, "kernel": 1, "tree_depth": 1, "tree_inputs": 1, "stride": 1, "padding": 0, "pool": 1,
              "leaf_channels": 0}
@@ -135,6 +140,12 @@ def _conv_list(value):
         layer = {}
         for field, default in CONV_DEFAULTS.items():
             v = entry.get(field, default)
+            if field == "order":
+                if v not in CONV_ORDERS:
+                    raise ConfigError(f"{where}.order must be \"channel\" or \"position\" (the channels of a "
+                                      f"position together), not {v!r}")
+                layer[field] = v
+                continue
             if isinstance(v, bool) or not isinstance(v, int):
                 raise ConfigError(f"{where}.{field} must be an integer, not {v!r}")
             if v < _CONV_MIN[field]:
@@ -275,6 +286,7 @@ def describe_layers(model):
         convs = ", ".join(f"{c['channels']}k{c['kernel']}d{c['tree_depth']}" + (f"s{c['stride']}" if c["stride"] > 1
                                                                                   else "") + (" pool" if c["pool"] == 2
                                                                                               else "")
+                          + (" position-major" if c.get("order") == "position" else "")
                           for c in model["conv"])
         shape = f"conv [{convs}] + {shape}"
     n = f"{inputs[0]}" if len(set(inputs)) == 1 else "/".join(map(str, inputs))

@@ -34,9 +34,13 @@ import torch
 from . import kernels as K
 from .gates import GateTables, TableGroupsCache
 
-__all__ = ["ConvLayer", "conv_output_shape", "POOLS", "OR_TABLE"]
+__all__ = ["ConvLayer", "conv_output_shape", "POOLS", "ORDERS", "OR_TABLE"]
 
 POOLS = (1, 2)  # 1: no pooling; 2: 2 x 2 OR pooling, stride 2
+#: Output feature orders: ``"channel"``: row ``(c * H + y) * W + x`` (each channel's map in turn);
+#: ``"position"``: row ``(y * W + x) * C + c`` (all channels of a position together, so that a
+#: window of consecutive features covers a few neighbouring positions: local wiring on the chip).
+ORDERS = ("channel", "position")
 #: The truth table of a 4-input OR: 0 for the all-zero pattern, 1 for every other.
 OR_TABLE = (1 << 16) - 2
 
@@ -62,27 +66,35 @@ class ConvLayer(GateTables):
 
     ``in_shape``: ``(C_in, H, W)``; ``thermometer``: the count ``T`` of thresholds when the input
     is the trainer's thermometer bits (channels ``colour * T + t``, see the module docstring),
-    ``None`` when it is another layer's output (row ``(c * H + y) * W + x``). ``forward`` maps
+    ``None`` when it is another layer's output, in that layer's ``order`` (``in_order``: row
+    ``(c * H + y) * W + x`` for ``"channel"``, ``(y * W + x) * C + c`` for ``"position"``).
+    ``order`` is this layer's output order (:data:`ORDERS`). ``forward`` maps
     ``[C_in * H * W, batch]`` to ``[prod(out_shape), batch]``.
 
     Tree layout: node ``j`` of level ``l`` (level 0 reads the leaves, level ``d - 1`` is the root;
     ``n**(d-1-l)`` nodes per level) reads nodes ``j * n .. j * n + n - 1`` of the level below, or on
     level 0 the leaves ``j * n + i``, as its inputs ``i``. Its table is ``weight`` row
     ``offset_l + k * n**(d-1-l) + j`` for output channel ``k``, where ``offset_l`` counts the tables
-    of the levels below (``channels * n**(d-1-l')`` each). ``leaves [channels, n**d, 3]`` holds the
+    of the levels below (``channels * n**(d-1-l')`` each). Gate ``(k, node, position)`` of a level
+    is its gate number ``(k * nodes + node) * positions + position``, except the last gates (the
+    output: the root level, or the OR pool) with ``order = "position"``, which are numbered
+    ``position * channels + k``. ``leaves [channels, n**d, 3]`` holds the
     ``(c, dy, dx)`` that each leaf reads; the leaf wiring (``leaf_wiring``, in checkpoints) is
     those leaves at every position.
     """
 
     def __init__(self, in_shape, channels, kernel=3, tree_depth=2, tree_inputs=2, stride=1, padding=0, pool=2,
-                 leaf_channels=0, thermometer=None, parametrization="iwp", estimator="sin01", init="residual", seed=0,
-                 gumbel=False, gumbel_tau=1.0, kernels="auto"):
+                 leaf_channels=0, order="channel", in_order="channel", thermometer=None, parametrization="iwp",
+                 estimator="sin01", init="residual", seed=0, gumbel=False, gumbel_tau=1.0, kernels="auto"):
         in_shape = tuple(int(v) for v in in_shape)
         for name, value, low in (("channels", channels, 1), ("kernel", kernel, 1), ("tree_depth", tree_depth, 1),
                                  ("tree_inputs", tree_inputs, 1), ("stride", stride, 1), ("padding", padding, 0),
                                  ("leaf_channels", leaf_channels, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, not {value!r}")
+        for name, value in (("order", order), ("in_order", in_order)):
+            if value not in ORDERS:
+                raise ValueError(f"{name} must be one of {ORDERS}, not {value!r}")
         if pool not in POOLS:
             raise ValueError(f"pool must be 2 (2 x 2 OR pooling) or 1 (none), not {pool!r}")
         if padding >= kernel:
@@ -97,7 +109,7 @@ class ConvLayer(GateTables):
         self.in_shape = in_shape
         self.channels, self.kernel, self.stride, self.padding, self.pool = channels, kernel, stride, padding, pool
         self.tree_depth, self.tree_inputs, self.thermometer = d, n, thermometer
-        self.leaf_channels = leaf_channels
+        self.leaf_channels, self.order, self.in_order = leaf_channels, order, in_order
         c_in, height, width = in_shape
         self.in_features = c_in * height * width
         out_h = (height + 2 * padding - kernel) // stride + 1
@@ -106,7 +118,6 @@ class ConvLayer(GateTables):
         positions = out_h * out_w
         # The leaf wiring is the layer's only random choice (and the only wiring in checkpoints).
         leaves, leaf_wiring = self._leaf_wiring(seed)
-        self.register_buffer("leaf_wiring", torch.from_numpy(leaf_wiring))
         self.register_buffer("leaves", torch.from_numpy(leaves), persistent=False)
         offsets = np.cumsum([0] + [channels * m for m in self.level_nodes])
         indices, wirings = [], []
@@ -119,6 +130,17 @@ class ConvLayer(GateTables):
                 k, node = np.divmod(tree, nodes)
                 first = (k * below + node * n)[:, None] + np.arange(n)  # [channels * nodes, n] gates below
                 wirings.append((first[:, None, :] * positions + np.arange(positions)[None, :, None]).reshape(-1, n))
+        root_order = np.arange(channels * positions)  # root gate number -> (k * positions + position)
+        if order == "position" and pool == 1:
+            # the root level is the output: number its gates position-major
+            root_order = (np.arange(channels)[None, :] * positions + np.arange(positions)[:, None]).reshape(-1)
+            indices[-1] = indices[-1][root_order]
+            if d == 1:
+                leaf_wiring = leaf_wiring[root_order]
+            else:
+                wirings[-1] = wirings[-1][root_order]
+        root_gate = np.argsort(root_order)  # (k * positions + position) -> root gate number
+        self.register_buffer("leaf_wiring", torch.from_numpy(np.ascontiguousarray(leaf_wiring)))
         self.register_buffer("table_index", torch.from_numpy(np.concatenate(indices)), persistent=False)
         self.level_gates = [channels * nodes * positions for nodes in self.level_nodes]
         self._level_bounds = np.cumsum([0] + self.level_gates).tolist()
@@ -127,8 +149,12 @@ class ConvLayer(GateTables):
         self.pool_gates = 0
         if pool == 2:
             _, pool_h, pool_w = self.out_shape
-            k, y, x = np.meshgrid(np.arange(channels), np.arange(pool_h), np.arange(pool_w), indexing="ij")
-            corners = [((k * out_h + 2 * y + a) * out_w + 2 * x + b).reshape(-1) for a in (0, 1) for b in (0, 1)]
+            if order == "position":
+                y, x, k = np.meshgrid(np.arange(pool_h), np.arange(pool_w), np.arange(channels), indexing="ij")
+            else:
+                k, y, x = np.meshgrid(np.arange(channels), np.arange(pool_h), np.arange(pool_w), indexing="ij")
+            corners = [root_gate[((k * out_h + 2 * y + a) * out_w + 2 * x + b).reshape(-1)]
+                       for a in (0, 1) for b in (0, 1)]
             self.register_buffer("pool_wiring", torch.from_numpy(np.stack(corners, 1)), persistent=False)
             self.pool_gates = channels * pool_h * pool_w
         self._reverse_index = [K.ReverseIndexCache() for _ in range(d)]
@@ -138,10 +164,12 @@ class ConvLayer(GateTables):
 
     def _input_row(self, c, y, x):
         """Row of input feature ``(c, y, x)`` in the ``[features, batch]`` activations."""
-        _, height, width = self.in_shape
+        c_in, height, width = self.in_shape
         if self.thermometer:
             colour, t = np.divmod(c, self.thermometer)
             return ((colour * height + y) * width + x) * self.thermometer + t
+        if self.in_order == "position":
+            return (y * width + x) * c_in + c
         return (c * height + y) * width + x
 
     def _leaf_wiring(self, seed):
@@ -233,4 +261,4 @@ class ConvLayer(GateTables):
         c_in, h, w = self.in_shape
         return (f"{c_in} x {h} x {w} -> {' x '.join(map(str, self.out_shape))}, kernel={self.kernel}, "
                 f"stride={self.stride}, padding={self.padding}, tree_depth={self.tree_depth}, "
-                f"tree_inputs={self.tree_inputs}, pool={self.pool}, leaf_channels={self.leaf_channels}")
+                f"tree_inputs={self.tree_inputs}, pool={self.pool}, leaf_channels={self.leaf_channels}, order={self.order}")

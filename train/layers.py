@@ -195,8 +195,9 @@ def _conv_layers(specs, in_bits, image, seed, common):
     shape = (colours * thresholds, height, width)
     layers = []
     for i, spec in enumerate(specs):
-        layer = ConvLayer(shape, **spec, thermometer=thresholds if i == 0 else None, seed=seed * 1000 + 500 + i,
-                          **common)
+        in_order = layers[-1].order if layers else "channel"  # the thermometer bits have their own rows
+        layer = ConvLayer(shape, **spec, thermometer=thresholds if i == 0 else None, in_order=in_order,
+                          seed=seed * 1000 + 500 + i, **common)
         layers.append(layer)
         shape = layer.out_shape
     return layers
