@@ -219,3 +219,52 @@ def test_make_picks_the_board_config():
     assert "dlgn bitstream build/ulx3s-25f --board ulx3s-25f" in out
     out = dry("train", "STAMP=/dev/null")
     assert "dlgn train configs/default.toml --out runs/default" in out
+
+
+def test_fit_counts_the_convolutional_trees():
+    """--fit counts a convolutional layer's trees at every position (a tree of L leaves in
+    ceil((L - 1) / 3) LUT4s, one LUT4 per OR pool) on top of the dense layers, so a conv model's
+    estimate covers its real build: configs/conv.toml used 19,112 logic cells on the ULX3S-85F
+    (bench/results/conv-ulx3s-85f-2026-12-01.json)."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from dlgn.train.config import layer_gate_inputs, layer_widths
+    from dlgn.train.encoding import Thermometer
+    from dlgn.train.fit import conv_luts, untrained_estimate
+
+    root = Path(__file__).resolve().parent.parent / "configs"
+    m = validate(load_config(root / "conv.toml"))["model"]
+    # 16 channels x 26 x 26 positions, one LUT4 per depth-2 binary tree, then 16 x 13 x 13 OR pools
+    assert conv_luts(m["conv"], (1, 28, 28), 3) == (16 * 26 * 26 + 16 * 13 * 13, 16 * 13 * 13)
+    digits = validate(load_config(root / "conv_digits.toml"))["model"]["conv"]
+    assert conv_luts(digits, (1, 8, 8), 3) == (16 * 36 + 16 * 9, 16 * 9)
+    # depth-3 binary trees: 8 leaves in 3 LUT4s; 6-input gates: 4 LUT4 each, no packing
+    layer = dict(m["conv"][0], channels=2, tree_depth=3, pool=1)
+    assert conv_luts([layer], (1, 28, 28), 3)[0] == 2 * 26 * 26 * 3
+    layer = dict(layer, tree_inputs=6, tree_depth=1)
+    assert conv_luts([layer], (1, 28, 28), 3)[0] == 2 * 26 * 26 * 4
+    thresholds = Thermometer.fit(np.zeros((1, 784), dtype=np.uint8), 3, "uniform", 255).thresholds
+    args = (layer_widths(m), layer_gate_inputs(m), 10, m["groups"], thresholds, "ecp5", "uart")
+    dense_only = untrained_estimate(*args)
+    with_conv = untrained_estimate(*args, conv=m["conv"], image=(1, 28, 28))
+    assert with_conv["core"] - dense_only["core"] == pytest.approx(13520, rel=0.01)
+    assert with_conv["total"] >= 19112 > dense_only["total"]
+
+
+def test_fit_leaves_room_for_the_convolutional_layers():
+    """Fitted to a board, a conv model gets narrower dense layers than the same dense layers alone:
+    the trees take their share of the budget."""
+    import copy
+    from pathlib import Path
+
+    from dlgn.train.fit import fit_config
+
+    config = validate(load_config(Path(__file__).resolve().parent.parent / "configs" / "conv_digits.toml"))
+    dense = copy.deepcopy(config)
+    dense["model"]["conv"] = []
+    with_conv, estimate, board = fit_config(config, "icebreaker", log=lambda _: None)
+    without, _, _ = fit_config(dense, "icebreaker", log=lambda _: None)
+    assert config["model"]["widths"] == with_conv and sum(with_conv) < sum(without)
+    assert estimate["total"] <= board.lut4 * 0.8

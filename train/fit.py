@@ -8,13 +8,20 @@ cells up to ``1 - margin``. Of the untrained network it counts the gates that re
 (:func:`reachable_gates`: a narrow last layer leaves many gates of the layers before it unread,
 and the compiler removes them) as one LUT each and every input bit as read by the encoder. ``dlgn compile`` then reports the trained model's own
 estimate, and ``dlgn bitstream`` checks it against the device again before synthesis.
+
+Convolutional layers (``model.conv``) are a fixed cost the fit does not scale: every tree at every
+position as the LUTs that hold it (:func:`conv_luts`: a tree of ``L`` leaves in ``ceil((L - 1) / 3)``
+LUT4s, one per OR pool), the share that the first dense layer reads. That is the untrained size,
+an upper bound: training leaves many trees reading fewer inputs, and the compiler's passes shrink
+them (``configs/conv.toml``: 13,520 LUT4 of trees and pools here, 26,304 logic cells for the
+design, against the 19,112 its trained build used on the ULX3S-85F; counting no trees gave 12,803).
 """
 
 import math
 
 from .config import ConfigError, layer_gate_inputs, layer_widths
 
-__all__ = ["FitError", "fit_config", "untrained_estimate", "DEFAULT_MARGIN"]
+__all__ = ["FitError", "fit_config", "untrained_estimate", "conv_luts", "DEFAULT_MARGIN"]
 
 #: share of the device's logic cells left free (placement and routing need room: nextpnr's
 #: routing of dense random logic fails well before 100 %)
@@ -26,10 +33,12 @@ class FitError(ConfigError):
     """No model of this shape fits the board; the message says what to change."""
 
 
-def untrained_estimate(widths, gate_inputs, classes, groups, thresholds, family, top, feature_width=8):
+def untrained_estimate(widths, gate_inputs, classes, groups, thresholds, family, top, feature_width=8, conv=None,
+                       image=None):
     """The board estimate of a network of these ``widths`` (see the module doc) as
     :func:`~dlgn.compile.estimate.design_estimate` returns it; ``thresholds`` is the encoder's
-    ``[features, T]`` table."""
+    ``[features, T]`` table; ``conv`` the ``model.conv`` list in front of the dense layers, on
+    images of shape ``image`` ``(colours, height, width)``."""
     from dlgn.compile.estimate import design_estimate, encoder_size
     from dlgn.compile.netlist import InputEncoding, Netlist
     from dlgn.hdl.group_sum import GroupSum
@@ -38,7 +47,11 @@ def untrained_estimate(widths, gate_inputs, classes, groups, thresholds, family,
 
     lut_size = _LUT_SIZE[family]
     alive = reachable_gates(widths, gate_inputs)
-    core = round(sum(a * (1 << max(0, n - lut_size)) for a, n in zip(alive, gate_inputs)))
+    core = sum(a * (1 << max(0, n - lut_size)) for a, n in zip(alive, gate_inputs))
+    if conv:
+        luts, features = conv_luts(conv, image, thresholds.shape[1], lut_size)
+        core += luts * (1.0 - math.exp(-gate_inputs[0] * alive[0] / features))  # the features layer 1 reads
+    core = round(core)
     encoding = InputEncoding.from_thresholds(thresholds, feature_width)
     in_bits = len(encoding.bits)
     # every input bit read: a netlist whose one group lists all of them
@@ -70,6 +83,28 @@ def reachable_gates(widths, gate_inputs):
     for w, n_next in zip(reversed(widths[:-1]), reversed(gate_inputs[1:])):
         alive.append(w * (1.0 - math.exp(-n_next * alive[-1] / w)))
     return list(reversed(alive))
+
+
+def conv_luts(conv, image, thresholds, lut_size=4):
+    """``(luts, features)``: the LUTs of the untrained convolutional layers ``conv`` (every tree at
+    every position, each OR pool one LUT) and the features the last one outputs, on images of
+    shape ``image`` with ``thresholds`` planes per colour."""
+    from .conv import conv_output_shape
+
+    colours, height, width = image
+    shape = (colours * thresholds, height, width)
+    luts = 0
+    for layer in conv:
+        n, d, k, pad, stride = (layer[f] for f in ("tree_inputs", "tree_depth", "kernel", "padding", "stride"))
+        positions = ((shape[1] + 2 * pad - k) // stride + 1) * ((shape[2] + 2 * pad - k) // stride + 1)
+        if n > lut_size:  # wider gates than the LUT: each in 2**(n - k) LUTs, no packing
+            per_tree = sum(n ** level for level in range(d)) * (1 << (n - lut_size))
+        else:  # a tree of L leaves packs into ceil((L - 1) / (k - 1)) LUTs
+            per_tree = max(1, -(-(n ** d - 1) // (lut_size - 1)))
+        out = conv_output_shape(shape, layer["channels"], k, stride, pad, layer["pool"])
+        luts += layer["channels"] * positions * per_tree + (math.prod(out) if layer["pool"] == 2 else 0)
+        shape = out
+    return luts, math.prod(shape)
 
 
 def _scaled(widths, factor, classes):
@@ -107,7 +142,8 @@ def fit_config(config, board_name, *, top="uart", margin=DEFAULT_MARGIN, thresho
 
     def total(factor):
         widths = _scaled(base, factor, classes)
-        return widths, untrained_estimate(widths, inputs, classes, m["groups"], thresholds, board.family, top)
+        return widths, untrained_estimate(widths, inputs, classes, m["groups"], thresholds, board.family, top,
+                                          conv=m.get("conv"), image=info["image"] if m.get("conv") else None)
 
     widths, estimate = total(1e-9)  # the smallest network of this shape: one gate per layer, one per class
     if estimate["total"] > budget:
