@@ -146,12 +146,10 @@ class BistRunner(wiring.Component):
         # The rows are split into slices of BANK_BITS columns, each its own memory with its own
         # copy of the address counter: one counter driving every block RAM of a wide row (63 on the
         # default model) was the critical path (10 ns of routing across the chip). The copies
-        # count from their own outputs, so Yosys cannot merge them, and each stops by itself at n
-        # (no shared enable: one `running` flip-flop enabling every copy was the next critical
-        # path, 9.4 ns of routing at K = S = 1 on the 85F). Bank 0's address says whether a row is
-        # being read (address < n).
+        # count from their own outputs, so Yosys cannot merge them.
         width = in_bits + label_width
         words = [bits | (label << in_bits) for bits, label in self._rows]
+        running = Signal(init=1)
         read_valid = Signal()
         slices = []
         for b, lo in enumerate(range(0, width, self.BANK_BITS)):
@@ -162,12 +160,14 @@ class BistRunner(wiring.Component):
             read = mem.read_port()
             bank_address = Signal(range(n + 1), name=f"address{b}")
             m.d.comb += read.addr.eq(bank_address)
-            with m.If(bank_address != n):
+            with m.If(running):
                 m.d.sync += bank_address.eq(bank_address + 1)
             slices.append(read.data)
             if b == 0:
                 address = bank_address
-        m.d.sync += read_valid.eq(address != n)
+        with m.If(running & (address == n - 1)):
+            m.d.sync += running.eq(0)
+        m.d.sync += read_valid.eq(running)
         data = Cat(*slices)
         # A register between the block RAM and the core: the RAM's output (clock-to-out ~5.6 ns on
         # ECP5) would otherwise start a path that crosses the chip into the first gate levels.
