@@ -227,8 +227,9 @@ def test_make_picks_the_board_config():
 def test_fit_counts_the_convolutional_trees():
     """--fit counts a convolutional layer's trees at every position (a tree of L leaves in
     ceil((L - 1) / 3) LUT4s, one LUT4 per OR pool) on top of the dense layers, so a conv model's
-    estimate covers its real build: configs/conv.toml used 19,112 logic cells on the ULX3S-85F
-    (bench/results/conv-ulx3s-85f-2026-12-01.json)."""
+    estimate covers its real builds on the ULX3S-85F: 19,112 logic cells with channel-major features
+    (bench/results/conv-ulx3s-85f-2026-12-01.json), 20,416 position-major (the conv row of
+    bench/results/boards-2026-12-01.json)."""
     from pathlib import Path
 
     import numpy as np

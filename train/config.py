@@ -111,10 +111,9 @@ INT_LIST_KEYS = {"model.widths", "model.gate_inputs"}
 #: gate of the tree (2: binary).
 CONV_DEFAULTS = {"channels": None, "kernel": 3, "tree_depth": 2, "tree_inputs": 2, "stride": 1, "padding": 0,
                  "pool": 2, "leaf_channels": 0, "order": "channel"}
-#: ``order``, the layer's output feature order: ``"channel"`` (each channel's map in turn) or
-#: ``"position"`` (the channels of one position together; windowed wiring after it stays local on
-#: the chip). The only field that is not an integer.
-CONV_ORDERS = ORDERS
+#: ``order`` (one of :data:`~dlgn.train.conv.ORDERS`), the layer's output feature order:
+#: ``"channel"`` (each channel's map in turn) or ``"position"`` (the channels of one position
+#: together; windowed wiring after it stays local on the chip). The only field that is not an integer.
 #: smallest value of each field
 _CONV_MIN = {"channels": 1, "kernel": 1, "tree_depth": 1, "tree_inputs": 1, "stride": 1, "padding": 0, "pool": 1,
              "leaf_channels": 0}
@@ -141,7 +140,7 @@ def _conv_list(value):
         for field, default in CONV_DEFAULTS.items():
             v = entry.get(field, default)
             if field == "order":
-                if v not in CONV_ORDERS:
+                if v not in ORDERS:
                     raise ConfigError(f"{where}.order must be \"channel\" or \"position\" (the channels of a "
                                       f"position together), not {v!r}")
                 layer[field] = v

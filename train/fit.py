@@ -14,7 +14,8 @@ position as the LUTs that hold it (:func:`conv_luts`: a tree of ``L`` leaves in 
 LUT4s, one per OR pool), the share that the first dense layer reads. That is the untrained size,
 an upper bound: training leaves many trees reading fewer inputs, and the compiler's passes shrink
 them (``configs/conv.toml``: 13,520 LUT4 of trees and pools here, 26,304 logic cells for the
-design, against the 19,112 its trained build used on the ULX3S-85F; counting no trees gave 12,803).
+design, against 20,416 LUT4 in its trained build on the ULX3S-85F, 19,112 with channel-major
+features; counting no trees gave 12,803).
 """
 
 import math
@@ -96,13 +97,13 @@ def conv_luts(conv, image, thresholds, lut_size=4):
     luts = 0
     for layer in conv:
         n, d, k, pad, stride = (layer[f] for f in ("tree_inputs", "tree_depth", "kernel", "padding", "stride"))
-        positions = ((shape[1] + 2 * pad - k) // stride + 1) * ((shape[2] + 2 * pad - k) // stride + 1)
+        _, out_h, out_w = conv_output_shape(shape, layer["channels"], k, stride, pad, pool=1)  # the positions
         if n > lut_size:  # wider gates than the LUT: each in 2**(n - k) LUTs, no packing
             per_tree = sum(n ** level for level in range(d)) * (1 << (n - lut_size))
         else:  # a tree of L leaves packs into ceil((L - 1) / (k - 1)) LUTs
             per_tree = max(1, -(-(n ** d - 1) // (lut_size - 1)))
         out = conv_output_shape(shape, layer["channels"], k, stride, pad, layer["pool"])
-        luts += layer["channels"] * positions * per_tree + (math.prod(out) if layer["pool"] == 2 else 0)
+        luts += layer["channels"] * out_h * out_w * per_tree + (math.prod(out) if layer["pool"] == 2 else 0)
         shape = out
     return luts, math.prod(shape)
 
