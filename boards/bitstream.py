@@ -83,17 +83,30 @@ def bist_rows(build, samples):
     return rows, int((predicted == y).sum())
 
 
+#: The most memory words one BIST sample may be split into (one sample every that many clocks).
+BIST_MAX_WORDS = 16
+
+
 def _bist_samples(board, row_width, requested, available):
+    """``(samples, words)``: how many test samples the BIST holds on ``board`` and in how many
+    memory words each is stored (1: one sample per clock; more when a whole sample per row would
+    need more than half the board's block RAMs)."""
     width, depth = _BRAM_WIDTH[board.family]
     blocks = board.bram_bits // (18432 if board.family == "ecp5" else 4096)
     budget = max(1, blocks // 2)  # leave half the block RAM for the design
-    columns = math.ceil(row_width / width)
-    if columns > budget:
-        raise BoardError(f"a BIST sample is {row_width} bits wide and needs {columns} block RAMs per {depth} samples; "
-                         f"{board.name} has {blocks}. Use the uart top, or a larger board")
-    fit = (budget // columns) * depth
+    for words in range(1, BIST_MAX_WORDS + 1):
+        columns = math.ceil(math.ceil(row_width / words) / width)
+        if columns <= budget:
+            break
+    else:
+        columns = math.ceil(row_width / width)
+        split = math.ceil(math.ceil(row_width / BIST_MAX_WORDS) / width)
+        raise BoardError(f"a BIST sample is {row_width} bits wide and needs {columns} block RAMs per {depth} samples "
+                         f"({split} split into {BIST_MAX_WORDS} words); {board.name} has {blocks}, of which the BIST "
+                         f"may use {budget}. Use the uart top, or a larger board")
+    fit = (budget // columns) * depth // words
     n = min(available, requested or BIST_MAX_SAMPLES, fit, 65535)
-    return n
+    return n, words
 
 
 def resolve_popcount(popcount, family):
@@ -260,12 +273,13 @@ def _build_in(stage, final, build, board, top, target, clock_mhz, pll, divisor, 
         samples_per_second = BAUD / 10 / (request + response)
     else:
         x, _y = load_test_set(build)
-        n = _bist_samples(board, netlist.in_bits + core.class_width, bist_samples, len(x))
+        n, words = _bist_samples(board, netlist.in_bits + core.class_width, bist_samples, len(x))
         rows, expected = bist_rows(build, n)
-        inner = BistRunner(core, rows, divisor)
-        samples_per_second = None  # one per clock: set from the clock below
-        extra.update(bist_samples=n, bist_expected_correct=expected)
-        log(f"BIST: {n} test samples in block RAM; the golden model gets {expected} right")
+        inner = BistRunner(core, rows, divisor, words=words)
+        samples_per_second = None  # one per `words` clocks: set from the clock below
+        extra.update(bist_samples=n, bist_expected_correct=expected, bist_words_per_sample=words)
+        log(f"BIST: {n} test samples in block RAM" + (f", {words} words each (one sample every {words} clocks)"
+                                                      if words > 1 else "") + f"; the golden model gets {expected} right")
     wrapper = BoardTop(inner, clock=board.clock, pll=pll, leds=board.leds)
 
     platform = board.platform()
@@ -324,7 +338,7 @@ def _build_in(stage, final, build, board, top, target, clock_mhz, pll, divisor, 
     # nextpnr's own verdict: every clock reaches its constraint (which it derives through the PLL).
     timing_met = bool(fmax) and all(a >= c for a, c in fmax.values())
     if samples_per_second is None:
-        samples_per_second = clock_mhz * 1e6
+        samples_per_second = clock_mhz * 1e6 / extra.get("bist_words_per_sample", 1)
     if stats is not None:
         try:
             with Ticker("synthesis with the blocks kept apart (hw_report.json blocks)"):

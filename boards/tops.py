@@ -5,7 +5,7 @@
 """
 
 from amaranth.build import ResourceError
-from amaranth.hdl import Cat, ClockDomain, ClockSignal, Const, Module, Signal
+from amaranth.hdl import Cat, ClockDomain, ClockSignal, Const, Module, Mux, ResetSignal, Signal
 from amaranth.lib import io, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.memory import Memory
@@ -109,7 +109,10 @@ class UartClassifier(wiring.Component):
 
 class BistRunner(wiring.Component):
     """Built-in self-test: ``rows`` (encoded input bits, label) in block RAM stream through ``core``
-    (a :class:`~dlgn.hdl.top.DlgnCore` taking encoded bits) at one sample per clock after reset.
+    (a :class:`~dlgn.hdl.top.DlgnCore` taking encoded bits) at one sample per clock after reset,
+    or, with ``words`` > 1, one sample every ``words`` clocks: each sample is then stored as
+    ``words`` consecutive memory words (rows ``words`` times narrower, so a wide sample fits the
+    block RAM of a small device) and assembled in a shift register before the core.
     The number of correct predictions is counted; then ``done`` rises, ``correct`` holds the
     count, and a BIST frame (see :mod:`dlgn.boards.protocol`) is sent every ``repeat`` cycles.
 
@@ -122,13 +125,23 @@ class BistRunner(wiring.Component):
 
     #: Row bits per memory bank (8 ECP5 block RAMs at 36 bits wide), each with its own address counter.
     BANK_BITS = 288
+    #: Flip-flops between the reset and each bank's address counter.
+    RESET_STAGES = 2
 
-    def __init__(self, core, rows, divisor, repeat=1 << 22):
+    def __init__(self, core, rows, divisor, repeat=1 << 22, words=1):
         rows = [(int(bits), int(label)) for bits, label in rows]
         if not 1 <= len(rows) < (1 << 16):
             raise ValueError(f"the BIST holds 1 to 65535 samples, not {len(rows)}")
+        if words < 1:
+            raise ValueError(f"a sample takes at least one memory word, not {words}")
         self._core, self._rows, self._divisor, self._repeat = core, rows, divisor, repeat
+        self._words = int(words)
         super().__init__()
+
+    @property
+    def words(self):
+        """Memory words (and clocks) per sample."""
+        return self._words
 
     @property
     def samples(self):
@@ -145,39 +158,67 @@ class BistRunner(wiring.Component):
         n = len(self._rows)
         # The rows are split into slices of BANK_BITS columns, each its own memory with its own
         # copy of the address counter: one counter driving every block RAM of a wide row (63 on the
-        # default model) was the critical path (10 ns of routing across the chip). The copies
-        # count from their own outputs, so Yosys cannot merge them.
-        width = in_bits + label_width
-        words = [bits | (label << in_bits) for bits, label in self._rows]
-        running = Signal(init=1)
+        # default model) was the critical path (10 ns of routing across the chip). Nothing shared
+        # reaches the copies either: each stops by itself after the last word (one `running` flip-flop enabling
+        # every copy was the next critical path at K = S = 1 on the 85F, 9.4 ns of routing) and
+        # each takes the reset through its own chain of RESET_STAGES flip-flops (the reset net
+        # driving every copy's reset directly came next, 10.55 ns). A chain's first stage also
+        # resets its bank when the address leaves its range (never, in operation): that term reads the
+        # bank's own counter, so Yosys cannot merge the chains of different banks into one.
+        # Bank 0's address says whether a word is being read.
+        k = self._words
+        row_width = in_bits + label_width
+        width = -(-row_width // k)  # bits per memory word; word j of sample i is at address i * k + j
+        words = [((bits | (label << in_bits)) >> (j * width)) & ((1 << width) - 1)
+                 for bits, label in self._rows for j in range(k)]
+        depth = len(words)
         read_valid = Signal()
         slices = []
+        # The domain reset reaches every valid flip-flop of the design; one flip-flop of its own
+        # passes it on to the banks' chains only (the reset net into bank 0's chain was the
+        # critical path of a 25F build, 8.6 ns of routing).
+        banks_reset = Signal(init=1, reset_less=True, name="banks_reset")
+        m.d.sync += banks_reset.eq(ResetSignal())
         for b, lo in enumerate(range(0, width, self.BANK_BITS)):
             hi = min(width, lo + self.BANK_BITS)
             mask = (1 << (hi - lo)) - 1
-            mem = Memory(shape=hi - lo, depth=n, init=[(w >> lo) & mask for w in words])
+            mem = Memory(shape=hi - lo, depth=depth, init=[(w >> lo) & mask for w in words])
             m.submodules[f"samples{b}"] = mem
             read = mem.read_port()
-            bank_address = Signal(range(n + 1), name=f"address{b}")
+            bank_address = Signal(range(depth + 2), name=f"address{b}", reset_less=True)
+            stages = [Signal(init=1, reset_less=True, name=f"bank{b}_rst{s}") for s in range(self.RESET_STAGES)]
+            m.d.sync += stages[0].eq(banks_reset | (bank_address > depth))
+            m.d.sync += [later.eq(earlier) for earlier, later in zip(stages, stages[1:])]
+            bank_reset = stages[-1]
             m.d.comb += read.addr.eq(bank_address)
-            with m.If(running):
+            with m.If(bank_reset):
+                m.d.sync += bank_address.eq(0)
+            with m.Elif(bank_address != depth):
                 m.d.sync += bank_address.eq(bank_address + 1)
             slices.append(read.data)
             if b == 0:
-                address = bank_address
-        with m.If(running & (address == n - 1)):
-            m.d.sync += running.eq(0)
-        m.d.sync += read_valid.eq(running)
+                address, address_reset = bank_address, bank_reset
+        m.d.sync += read_valid.eq(~address_reset & (address != depth))
         data = Cat(*slices)
         # A register between the block RAM and the core: the RAM's output (clock-to-out ~5.6 ns on
         # ECP5) would otherwise start a path that crosses the chip into the first gate levels.
-        sample = Signal(in_bits + label_width, reset_less=True)
+        # With k words per sample it is a shift register of k words (no enable: the core computes
+        # on every clock, and only the clock after a sample's last word is marked valid).
+        sample = Signal(k * width, reset_less=True)
         sample_valid = Signal()
-        m.d.sync += [sample.eq(data), sample_valid.eq(read_valid)]
+        if k == 1:
+            m.d.sync += [sample.eq(data), sample_valid.eq(read_valid)]
+        else:
+            phase = Signal(range(k), name="word_phase")
+            with m.If(address_reset):
+                m.d.sync += phase.eq(0)
+            with m.Elif(read_valid):
+                m.d.sync += phase.eq(Mux(phase == k - 1, 0, phase + 1))
+            m.d.sync += [sample.eq(Cat(sample[width:], data)), sample_valid.eq(read_valid & (phase == k - 1))]
         m.d.comb += [core.in_bits.eq(sample[:in_bits]), core.in_valid.eq(sample_valid)]
 
         # The label travels beside the sample through the core's pipeline.
-        label = sample[in_bits:]
+        label = sample[in_bits:in_bits + label_width]
         for stage in range(core.latency):
             delayed = Signal(label_width, name=f"label_p{stage + 1}")
             m.d.sync += delayed.eq(label)

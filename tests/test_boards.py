@@ -227,17 +227,79 @@ def _check_blocks(report, family, groups):
     assert 0 < report["output_stage_share"] < 1
 
 
-@pytest.mark.parametrize("bank_bits", [BistRunner.BANK_BITS, 37])
-def test_bist_counts_what_the_golden_model_gets_right(digits_build, bank_bits, monkeypatch):
-    # 37-bit banks split a 196-bit row into 6 memories with their own address counters.
+@pytest.mark.parametrize("bank_bits, words", [(BistRunner.BANK_BITS, 1), (37, 1), (37, 3)])
+def test_bist_counts_what_the_golden_model_gets_right(digits_build, bank_bits, words, monkeypatch):
+    # 37-bit banks split a 196-bit row into 6 memories with their own address counters; with 3
+    # words per sample each sample is 3 consecutive 66-bit words, in 2 banks.
     monkeypatch.setattr(BistRunner, "BANK_BITS", bank_bits)
     build = load_build(digits_build)
     rows, expected_correct = bist_rows(build, 100)
-    bist = BistRunner(_core(build, False, False, "ecp5"), rows, divisor=4, repeat=1 << 12)
+    bist = BistRunner(_core(build, False, False, "ecp5"), rows, divisor=4, repeat=1 << 12, words=words)
     link = SimulatedSerial(bist, divisor=4, timeout_cycles=20_000)
     frame = link.read(BIST_FRAME_LENGTH)
     assert decode_bist(frame) == (expected_correct, 100)
     assert 0 < expected_correct <= 100
+
+
+def test_bist_reset_during_the_run_restarts_every_bank_together(digits_build, monkeypatch):
+    # Each bank takes the reset through its own flip-flop chain: a reset in the middle of the run
+    # must restart all of them in the same cycle, so the count after it is the whole test set's.
+    from amaranth.hdl import ClockDomain, Module
+    from amaranth.sim import Simulator
+
+    monkeypatch.setattr(BistRunner, "BANK_BITS", 37)
+    build = load_build(digits_build)
+    rows, expected_correct = bist_rows(build, 60)
+    bist = BistRunner(_core(build, False, False, "ecp5"), rows, divisor=4, repeat=1 << 12, words=2)
+    m = Module()
+    m.domains.sync = domain = ClockDomain("sync")
+    m.submodules.bist = bist
+    seen = {}
+
+    async def bench(ctx):
+        await ctx.tick().repeat(25)
+        assert not ctx.get(bist.done)
+        ctx.set(domain.rst, 1)
+        for _ in range(3):  # one tick at a time: tick().repeat() raises DomainReset
+            await ctx.tick()
+        ctx.set(domain.rst, 0)
+        assert ctx.get(bist.correct) == 0
+        for cycle in range(2_000):
+            await ctx.tick()
+            if ctx.get(bist.done):
+                seen["cycle"], seen["correct"] = cycle, ctx.get(bist.correct)
+                break
+
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen["correct"] == expected_correct
+    # 60 samples of 2 words, the reset chain, the RAM and sample registers, the core's latency
+    assert seen["cycle"] < 2 * 60 + BistRunner.RESET_STAGES + 4 + bist._core.latency + 2
+
+
+@pytest.mark.parametrize("board, words, samples", [
+    ("ulx3s-85f", 1, 512),    # 208 block RAMs: 66 per 512 whole samples
+    ("ulx3s-25f", 3, 170),    # 56: 3 words of 787 bits, 22 block RAMs per 512 words
+    ("ulx3s-12f", 5, 102),    # 32: 5 words of 472 bits, 14 block RAMs
+    ("icebreaker", 10, 25),   # 30 iCE40 RAMs of 16 x 256: 10 words of 236 bits, 15 RAMs
+])
+def test_bist_splits_a_sample_into_words_where_whole_rows_do_not_fit(board, words, samples):
+    from dlgn.boards.bitstream import _bist_samples
+
+    # the default model's row: 2,352 input bits and a 4-bit label
+    assert _bist_samples(get_board(board), 2356, None, 10_000) == (samples, words)
+    assert _bist_samples(get_board(board), 2356, 20, 10_000) == (20, words)
+
+
+def test_bist_sample_too_wide_for_any_split_is_refused_in_one_line():
+    from dlgn.boards.bitstream import _bist_samples
+
+    with pytest.raises(BoardError, match=r"^a BIST sample is 100000 bits wide and needs 2778 block RAMs per 512 "
+                                         r"samples \(174 split into 16 words\); ulx3s-12f has 32, of which the BIST "
+                                         r"may use 16\. Use the uart top, or a larger board$"):
+        _bist_samples(get_board("ulx3s-12f"), 100_000, None, 1000)
 
 
 # ------------------------------------------------------------------ real bitstreams
