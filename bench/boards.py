@@ -198,7 +198,7 @@ def table(rows):
              "| build |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        model = Path(r["config"]).stem
+        model = r.get("name") or Path(r["config"]).stem
         if r.get("lut4") is None:
             lines.append(f"| {model} | {r['board']} | {r['top']} | | | | | | {r.get('error')} |")
             continue
