@@ -98,11 +98,9 @@ def _bist_samples(board, row_width, requested, available):
         columns = math.ceil(math.ceil(row_width / words) / width)
         if columns <= budget:
             break
-    else:
-        columns = math.ceil(row_width / width)
-        split = math.ceil(math.ceil(row_width / BIST_MAX_WORDS) / width)
-        raise BoardError(f"a BIST sample is {row_width} bits wide and needs {columns} block RAMs per {depth} samples "
-                         f"({split} split into {BIST_MAX_WORDS} words); {board.name} has {blocks}, of which the BIST "
+    else:  # columns is now the need at BIST_MAX_WORDS words
+        raise BoardError(f"a BIST sample is {row_width} bits wide and needs {math.ceil(row_width / width)} block RAMs "
+                         f"per {depth} samples ({columns} split into {BIST_MAX_WORDS} words); {board.name} has {blocks}, of which the BIST "
                          f"may use {budget}. Use the uart top, or a larger board")
     fit = (budget // columns) * depth // words
     n = min(available, requested or BIST_MAX_SAMPLES, fit, 65535)
@@ -276,7 +274,8 @@ def _build_in(stage, final, build, board, top, target, clock_mhz, pll, divisor, 
         n, words = _bist_samples(board, netlist.in_bits + core.class_width, bist_samples, len(x))
         rows, expected = bist_rows(build, n)
         inner = BistRunner(core, rows, divisor, words=words)
-        samples_per_second = None  # one per `words` clocks: set from the clock below
+        samples_per_second = None  # one every `words` clocks: set from the clock below
+        clocks_per_sample = words
         extra.update(bist_samples=n, bist_expected_correct=expected, bist_words_per_sample=words)
         log(f"BIST: {n} test samples in block RAM" + (f", {words} words each (one sample every {words} clocks)"
                                                       if words > 1 else "") + f"; the golden model gets {expected} right")
@@ -338,7 +337,7 @@ def _build_in(stage, final, build, board, top, target, clock_mhz, pll, divisor, 
     # nextpnr's own verdict: every clock reaches its constraint (which it derives through the PLL).
     timing_met = bool(fmax) and all(a >= c for a, c in fmax.values())
     if samples_per_second is None:
-        samples_per_second = clock_mhz * 1e6 / extra.get("bist_words_per_sample", 1)
+        samples_per_second = clock_mhz * 1e6 / clocks_per_sample
     if stats is not None:
         try:
             with Ticker("synthesis with the blocks kept apart (hw_report.json blocks)"):

@@ -139,11 +139,6 @@ class BistRunner(wiring.Component):
         super().__init__()
 
     @property
-    def words(self):
-        """Memory words (and clocks) per sample."""
-        return self._words
-
-    @property
     def samples(self):
         return len(self._rows)
 
