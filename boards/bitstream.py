@@ -49,6 +49,11 @@ POPCOUNT_CHOICES = ("auto", "adder", "compressor", "chain")
 #: puts its adders on SB_CARRY inside the logic cells: 1.66 cells per bit against 2.04).
 AUTO_POPCOUNT = {"ecp5": "compressor", "ice40": "adder"}
 BIST_MAX_SAMPLES = 1024
+#: ``--bist-memory``: where the bist top holds its samples (see :class:`~dlgn.boards.tops.BistRunner`).
+BIST_MEMORIES = ("bram", "lut")
+#: Samples the bist top holds in LUT ROM unless ``--bist-samples`` says otherwise (3 LUT4 per
+#: input bit at most: two 16-entry pieces and their multiplexer).
+LUT_BIST_SAMPLES = 32
 # nextpnr resource names per family: logic cells, flip-flops, block RAM.
 _RESOURCES = {"ecp5": ("TRELLIS_COMB", "TRELLIS_FF", "DP16KD"), "ice40": ("ICESTORM_LC", "ICESTORM_LC", "ICESTORM_RAM")}
 _BRAM_WIDTH = {"ecp5": (36, 512), "ice40": (16, 256)}  # widest configuration (bits, depth) of one block RAM
@@ -85,6 +90,14 @@ def bist_rows(build, samples):
 
 #: The most memory words one BIST sample may be split into (one sample every that many clocks).
 BIST_MAX_WORDS = 16
+
+
+def lut_rom_cells(row_width, samples):
+    """LUT4s of a ``samples``-deep LUT ROM of ``row_width`` columns (an upper bound: constant
+    columns cost nothing): a LUT4 per 16 entries, and a LUT for each 2:1 multiplexer joining them
+    (see :meth:`~dlgn.boards.tops.BistRunner._rom_column`)."""
+    pieces = -(-samples // 16)
+    return row_width * (2 * pieces - 1)
 
 
 def _bist_samples(board, row_width, requested, available):
@@ -149,7 +162,8 @@ def _fit_advice(board, needed):
 
 
 def build_bitstream(build_dir, board_name, out_dir=None, *, top="uart", freq=None, lut_primitives=True,
-                    bist_samples=None, router=None, seed=1, verify=True, popcount="auto", blocks=True, log=print):
+                    bist_samples=None, router=None, seed=1, verify=True, popcount="auto", blocks=True,
+                    bist_memory="bram", log=print):
     """Build ``top.bit`` and ``hw_report.json`` for ``board_name`` in ``out_dir`` (default
     ``build_dir/<board>``); returns the report. Raises :class:`BoardError` (one message, with the
     figures and what to change) when the design does not fit or misses timing.
@@ -161,13 +175,18 @@ def build_bitstream(build_dir, board_name, out_dir=None, *, top="uart", freq=Non
     ``popcount`` chooses the group sum (``auto``: :data:`AUTO_POPCOUNT`); with ``verify`` a plan is
     proved equal to the reference adder tree (:func:`~dlgn.boards.primitives.prove_group_sum`).
     ``blocks`` runs a second synthesis with the blocks kept apart for ``hw_report.json``'s
-    ``blocks`` (in parallel with place and route)."""
+    ``blocks`` (in parallel with place and route). ``bist_memory`` (``--top bist``): the samples in
+    block RAM (``bram``) or in a LUT ROM (``lut``, :data:`LUT_BIST_SAMPLES` unless ``bist_samples``)."""
     board = get_board(board_name)
     popcount = resolve_popcount(popcount, board.family)
     if bist_samples is not None and bist_samples < 1:
         raise BoardError(f"--bist-samples must be at least 1, not {bist_samples}")
     if top not in TOPS:
         raise BoardError(f"unknown top {top!r}; choose one of {', '.join(TOPS)}")
+    if bist_memory not in BIST_MEMORIES:
+        raise BoardError(f"unknown --bist-memory {bist_memory!r}; choose one of {', '.join(BIST_MEMORIES)}")
+    if bist_memory != "bram" and top != "bist":
+        raise BoardError(f"--bist-memory {bist_memory} is for the bist top: add --top bist or drop --bist-memory")
     target = check_freq(board, freq)
     build = load_build(build_dir)
     final = Path(out_dir) if out_dir is not None else Path(build_dir) / board.name
@@ -181,10 +200,16 @@ def build_bitstream(build_dir, board_name, out_dir=None, *, top="uart", freq=Non
     group_sum = _group_sum(build, board.family, popcount)
     estimate = design_estimate(build.report, board.family, top, popcount=popcount,
                                group_sum_cells=group_sum.adder_bits)
+    if top == "bist" and bist_memory == "lut":
+        samples = min(bist_samples or LUT_BIST_SAMPLES, len(load_test_set(build)[0]))
+        estimate["bist_rom"] = lut_rom_cells(netlist.in_bits + max(1, (netlist.classes - 1).bit_length()), samples)
+        estimate["total"] += estimate["bist_rom"]
     if estimate["total"] > board.lut4:
         parts = ", ".join(f"{k} {v}" for k, v in estimate.items() if k != "total" and v)
+        advice = ("hold fewer samples (--bist-samples) or " if "bist_rom" in estimate else "") + \
+            _fit_advice(board, estimate["total"])
         raise BoardError(f"the design does not fit {board.name} ({board.device}): about {estimate['total']} logic "
-                         f"cells ({parts}) against {board.lut4} on the device; {_fit_advice(board, estimate['total'])}")
+                         f"cells ({parts}) against {board.lut4} on the device; {advice}")
 
     pll = None
     clock_mhz = board.clock_mhz
@@ -200,7 +225,7 @@ def build_bitstream(build_dir, board_name, out_dir=None, *, top="uart", freq=Non
     stage = StagedDirectory.created(final, BoardError, "-o")
     try:
         return _build_in(stage, final, build, board, top, target, clock_mhz, pll, divisor, lut_primitives,
-                         bist_samples, router, seed, verify, log, estimate, popcount, blocks)
+                         bist_samples, router, seed, verify, log, estimate, popcount, blocks, bist_memory)
     finally:
         stage.discard()
 
@@ -236,7 +261,7 @@ def check_freq(board, freq):
 
 
 def _build_in(stage, final, build, board, top, target, clock_mhz, pll, divisor, lut_primitives, bist_samples, router,
-              seed, verify, log, estimate, popcount, want_blocks):
+              seed, verify, log, estimate, popcount, want_blocks, bist_memory="bram"):
     """Build into the staging directory and put it in place as ``final``; returns the report."""
     from .tops import BistRunner, BoardTop, UartClassifier
 
@@ -271,14 +296,24 @@ def _build_in(stage, final, build, board, top, target, clock_mhz, pll, divisor, 
         samples_per_second = BAUD / 10 / (request + response)
     else:
         x, _y = load_test_set(build)
-        n, words = _bist_samples(board, netlist.in_bits + core.class_width, bist_samples, len(x))
+        if bist_memory == "lut":
+            n, words = min(bist_samples or LUT_BIST_SAMPLES, len(x), 65535), 1
+        else:
+            n, words = _bist_samples(board, netlist.in_bits + core.class_width, bist_samples, len(x))
         rows, expected = bist_rows(build, n)
-        inner = BistRunner(core, rows, divisor, words=words)
+        rom_cell = None
+        if bist_memory == "lut" and lut_primitives:
+            from .primitives import lut_cell_for
+
+            rom_cell = lut_cell_for(board.family)
+        inner = BistRunner(core, rows, divisor, words=words, memory=bist_memory, lut_cell=rom_cell)
         samples_per_second = None  # one every `words` clocks: set from the clock below
         clocks_per_sample = words
-        extra.update(bist_samples=n, bist_expected_correct=expected, bist_words_per_sample=words)
-        log(f"BIST: {n} test samples in block RAM" + (f", {words} words each (one sample every {words} clocks)"
-                                                      if words > 1 else "") + f"; the golden model gets {expected} right")
+        extra.update(bist_samples=n, bist_expected_correct=expected, bist_words_per_sample=words,
+                     bist_memory=bist_memory)
+        where = "in a LUT ROM" if bist_memory == "lut" else "in block RAM"
+        log(f"BIST: {n} test samples {where}" + (f", {words} words each (one sample every {words} clocks)"
+                                                 if words > 1 else "") + f"; the golden model gets {expected} right")
     wrapper = BoardTop(inner, clock=board.clock, pll=pll, leds=board.leds)
 
     platform = board.platform()

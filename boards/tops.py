@@ -113,6 +113,10 @@ class BistRunner(wiring.Component):
     or, with ``words`` > 1, one sample every ``words`` clocks: each sample is then stored as
     ``words`` consecutive memory words (rows ``words`` times narrower, so a wide sample fits the
     block RAM of a small device) and assembled in a shift register before the core.
+    With ``memory="lut"`` the rows are a ROM in logic instead (one LUT per column for up to 16
+    samples, about n / 8 LUT4s per column for n samples; device LUT4 cells when ``lut_cell`` is
+    given, as for the core's gates), which keeps the block RAM's slow output
+    (its clock-to-out is 5.8 ns in nextpnr's ECP5 model) out of the timing: the speed test.
     The number of correct predictions is counted; then ``done`` rises, ``correct`` holds the
     count, and a BIST frame (see :mod:`dlgn.boards.protocol`) is sent every ``repeat`` cycles.
 
@@ -125,22 +129,61 @@ class BistRunner(wiring.Component):
 
     #: Row bits per memory bank (8 ECP5 block RAMs at 36 bits wide), each with its own address counter.
     BANK_BITS = 288
+    #: Row bits per bank of the LUT ROM: each bank's address counter drives about
+    #: LUT_BANK_BITS * samples / 16 LUT4 inputs per bit.
+    LUT_BANK_BITS = 128
     #: Flip-flops between the reset and each bank's address counter.
     RESET_STAGES = 2
+    #: Where the samples can be held.
+    MEMORIES = ("bram", "lut")
 
-    def __init__(self, core, rows, divisor, repeat=1 << 22, words=1):
+    def __init__(self, core, rows, divisor, repeat=1 << 22, words=1, memory="bram", lut_cell=None):
         rows = [(int(bits), int(label)) for bits, label in rows]
         if not 1 <= len(rows) < (1 << 16):
             raise ValueError(f"the BIST holds 1 to 65535 samples, not {len(rows)}")
         if words < 1:
             raise ValueError(f"a sample takes at least one memory word, not {words}")
+        if memory not in self.MEMORIES:
+            raise ValueError(f"the BIST memory is one of {', '.join(self.MEMORIES)}, not {memory!r}")
+        if memory == "lut" and words != 1:
+            raise ValueError("the LUT ROM holds whole samples: words must be 1")
         self._core, self._rows, self._divisor, self._repeat = core, rows, divisor, repeat
-        self._words = int(words)
+        self._words, self._memory, self._lut_cell = int(words), memory, lut_cell
         super().__init__()
 
     @property
     def samples(self):
         return len(self._rows)
+
+    #: Entries per ROM LUT (a LUT4 on the address's low 4 bits).
+    ROM_LUT_ENTRIES = 16
+
+    def _rom_column(self, m, column, depth, index, name):
+        """One ROM column (bit ``i`` of ``column`` for address ``i``) read at ``index``: 16-entry
+        pieces on the address's low 4 bits, each a device LUT4 from ``lut_cell`` when there is one
+        (a cell Yosys leaves alone: from the column's logic, its ``opt`` passes made sync resets,
+        a different reset net for each sample flip-flop, and the 25F build could not be placed),
+        joined by multiplexers on the high address bits. A constant column is a constant."""
+        if column in (0, (1 << depth) - 1):
+            return Const(column & 1, 1)
+        low = min(len(index), 4)
+        inputs = [index[j] for j in range(low)]
+        pieces = []
+        for k, base in enumerate(range(0, depth, self.ROM_LUT_ENTRIES)):
+            table = (column >> base) & ((1 << self.ROM_LUT_ENTRIES) - 1)
+            out = Signal(name=f"{name}_{k}")
+            cell = self._lut_cell(table, inputs, out) if self._lut_cell is not None else None
+            if cell is None:
+                m.d.comb += out.eq(Const(table, self.ROM_LUT_ENTRIES).bit_select(index[:low], 1))
+            else:
+                m.submodules[f"{name}_{k}"] = cell
+            pieces.append(out)
+        level = low
+        while len(pieces) > 1:  # a 2:1 multiplexer tree on the address bits above the LUT's
+            pieces = [Mux(index[level], pieces[j + 1], pieces[j]) if j + 1 < len(pieces) else pieces[j]
+                      for j in range(0, len(pieces), 2)]
+            level += 1
+        return pieces[0]
 
     def elaborate(self, platform):
         m = Module()
@@ -174,26 +217,54 @@ class BistRunner(wiring.Component):
         # critical path of a 25F build, 8.6 ns of routing).
         banks_reset = Signal(init=1, reset_less=True, name="banks_reset")
         m.d.sync += banks_reset.eq(ResetSignal())
-        for b, lo in enumerate(range(0, width, self.BANK_BITS)):
-            hi = min(width, lo + self.BANK_BITS)
+        lut = self._memory == "lut"
+        bank_bits = self.LUT_BANK_BITS if lut else self.BANK_BITS
+        for b, lo in enumerate(range(0, width, bank_bits)):
+            hi = min(width, lo + bank_bits)
             mask = (1 << (hi - lo)) - 1
-            mem = Memory(shape=hi - lo, depth=depth, init=[(w >> lo) & mask for w in words])
-            m.submodules[f"samples{b}"] = mem
-            read = mem.read_port()
             bank_address = Signal(range(depth + 2), name=f"address{b}", reset_less=True)
             stages = [Signal(init=1, reset_less=True, name=f"bank{b}_rst{s}") for s in range(self.RESET_STAGES)]
             m.d.sync += stages[0].eq(banks_reset | (bank_address > depth))
             m.d.sync += [later.eq(earlier) for earlier, later in zip(stages, stages[1:])]
             bank_reset = stages[-1]
-            m.d.comb += read.addr.eq(bank_address)
+            if lut:
+                # Column c of the bank as a constant indexed by the address: a function of the
+                # address bits, which synthesis maps to LUTs (and the ECP5's wide-function muxes).
+                # It is read combinationally, so `read_valid` below is not delayed. The ROM reads
+                # a copy of the address of its own, kept inverted: read from the counter itself,
+                # ABC shared the ROM's LUTs with the counter's next-state logic, so the counter's
+                # loop ran through ROM LUTs placed beside the core (65.6 MHz on the 85F, two
+                # 6.7 ns routes) and the 25F did not place. The inverted copy is a different
+                # register to Yosys (other data, other reset value) and is not merged back.
+                index_bits = max(1, (depth - 1).bit_length())  # depth itself (done) wraps: not read
+                index_n = Signal(index_bits, init=(1 << index_bits) - 1, reset_less=True, name=f"rom{b}_index_n")
+                next_address = Mux(bank_reset, 0, Mux(bank_address != depth, bank_address + 1, bank_address))
+                m.d.sync += index_n.eq(~next_address[:index_bits])
+                index = Signal(index_bits, name=f"rom{b}_index")
+                m.d.comb += index.eq(~index_n)
+                data_b = Signal(hi - lo, name=f"rom{b}")
+                for c in range(hi - lo):
+                    column = sum(((w >> (lo + c)) & 1) << i for i, w in enumerate(words))
+                    m.d.comb += data_b[c].eq(self._rom_column(m, column, depth, index, f"rom{b}_{c}"))
+            else:
+                mem = Memory(shape=hi - lo, depth=depth, init=[(w >> lo) & mask for w in words])
+                m.submodules[f"samples{b}"] = mem
+                read = mem.read_port()
+                m.d.comb += read.addr.eq(bank_address)
+                data_b = read.data
             with m.If(bank_reset):
                 m.d.sync += bank_address.eq(0)
             with m.Elif(bank_address != depth):
                 m.d.sync += bank_address.eq(bank_address + 1)
-            slices.append(read.data)
+            slices.append(data_b)
             if b == 0:
                 address, address_reset = bank_address, bank_reset
-        m.d.sync += read_valid.eq(~address_reset & (address != depth))
+        # The block RAM's data is there a clock after its address, the ROM's at once.
+        reading = ~address_reset & (address != depth)
+        if lut:
+            m.d.comb += read_valid.eq(reading)
+        else:
+            m.d.sync += read_valid.eq(reading)
         data = Cat(*slices)
         # A register between the block RAM and the core: the RAM's output (clock-to-out ~5.6 ns on
         # ECP5) would otherwise start a path that crosses the chip into the first gate levels.

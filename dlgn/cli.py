@@ -94,7 +94,7 @@ def _cmd_bitstream(args):
 
     build_bitstream(args.build_dir, args.board, args.out, top=args.top, freq=args.freq,
                     lut_primitives=not args.no_lut_primitives, bist_samples=args.bist_samples, router=args.router,
-                    seed=args.seed, verify=not args.no_verify, popcount=args.popcount)
+                    seed=args.seed, verify=not args.no_verify, popcount=args.popcount, bist_memory=args.bist_memory)
 
 
 def _cmd_infer(args):
@@ -191,7 +191,10 @@ def build_parser():
     p.add_argument("--freq", type=float, metavar="MHZ",
                    help="clock the design at MHZ with a PLL (default: the board oscillator, 25 MHz on the ULX3S)")
     p.add_argument("--bist-samples", type=int, metavar="N", help="test samples in block RAM for --top bist "
-                   "(default: as many as fit, at most 1024)")
+                   "(default: as many as fit, at most 1024; with --bist-memory lut: 32)")
+    p.add_argument("--bist-memory", choices=("bram", "lut"), default="bram",
+                   help="where --top bist holds its samples: block RAM (default) or a ROM in LUTs (up to 3 LUT4 "
+                        "per input bit for 32 samples; keeps the block RAM's slow output out of the timing)")
     p.add_argument("--router", choices=("router1", "router2"), help="nextpnr router (default: router2 on ECP5)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default: 1)")
     p.add_argument("--no-lut-primitives", action="store_true",

@@ -227,18 +227,73 @@ def _check_blocks(report, family, groups):
     assert 0 < report["output_stage_share"] < 1
 
 
-@pytest.mark.parametrize("bank_bits, words", [(BistRunner.BANK_BITS, 1), (37, 1), (37, 3)])
-def test_bist_counts_what_the_golden_model_gets_right(digits_build, bank_bits, words, monkeypatch):
+@pytest.mark.parametrize("bank_bits, words, memory, samples", [
+    (BistRunner.BANK_BITS, 1, "bram", 100), (37, 1, "bram", 100), (37, 3, "bram", 100),
+    (BistRunner.LUT_BANK_BITS, 1, "lut", 32), (37, 1, "lut", 100), (37, 1, "lut", 7), (37, 1, "lut-cells", 40)])
+def test_bist_counts_what_the_golden_model_gets_right(digits_build, bank_bits, words, memory, samples, monkeypatch):
     # 37-bit banks split a 196-bit row into 6 memories with their own address counters; with 3
-    # words per sample each sample is 3 consecutive 66-bit words, in 2 banks.
-    monkeypatch.setattr(BistRunner, "BANK_BITS", bank_bits)
+    # words per sample each sample is 3 consecutive 66-bit words, in 2 banks. The LUT ROM is read
+    # a clock earlier than the block RAM: with 32 (a power of two, the address wraps at the end),
+    # 100 and 7 samples.
+    # "lut-cells": the ROM's 16-entry pieces from a lut_cell (here a simulated LUT that reads its
+    # table the way lut4_init lays it into a device LUT4's INIT, tested above), joined
+    # by the multiplexer tree on the high address bits (40 samples: 3 pieces).
+    monkeypatch.setattr(BistRunner, "BANK_BITS" if memory == "bram" else "LUT_BANK_BITS", bank_bits)
     build = load_build(digits_build)
-    rows, expected_correct = bist_rows(build, 100)
-    bist = BistRunner(_core(build, False, False, "ecp5"), rows, divisor=4, repeat=1 << 12, words=words)
+    rows, expected_correct = bist_rows(build, samples)
+    cells = []
+
+    def lut_cell(table, inputs, out):
+        from amaranth.hdl import Cat, Const, Module
+
+        cell = Module()
+        cell.d.comb += out.eq(Const(table, 16).bit_select(Cat(*inputs), 1))
+        cells.append(table)
+        return cell
+
+    bist = BistRunner(_core(build, False, False, "ecp5"), rows, divisor=4, repeat=1 << 12, words=words,
+                      memory="lut" if memory == "lut-cells" else memory,
+                      lut_cell=lut_cell if memory == "lut-cells" else None)
     link = SimulatedSerial(bist, divisor=4, timeout_cycles=20_000)
     frame = link.read(BIST_FRAME_LENGTH)
-    assert decode_bist(frame) == (expected_correct, 100)
-    assert 0 < expected_correct <= 100
+    assert decode_bist(frame) == (expected_correct, samples)
+    assert 0 < expected_correct <= samples
+    if memory == "lut-cells":  # three pieces per column that is not constant over the 40 samples
+        assert cells and len(cells) % 3 == 0
+
+
+def test_bist_lut_rom_refusals(digits_build, tmp_path, capsys):
+    from dlgn.cli import main
+
+    build = load_build(digits_build)
+    rows, _ = bist_rows(build, 4)
+    core = _core(build, False, False, "ecp5")
+    with pytest.raises(ValueError, match="^the LUT ROM holds whole samples: words must be 1$"):
+        BistRunner(core, rows, divisor=4, words=2, memory="lut")
+    with pytest.raises(ValueError, match="^the BIST memory is one of bram, lut, not 'rom'$"):
+        BistRunner(core, rows, divisor=4, memory="rom")
+    with pytest.raises(BoardError, match="^unknown --bist-memory 'rom'; choose one of bram, lut$"):
+        build_bitstream(digits_build, "ulx3s-85f", tmp_path / "x", top="bist", bist_memory="rom", log=_quiet)
+    assert main(["bitstream", str(digits_build), "--board", "ulx3s-25f", "--bist-memory", "lut", "-o",
+                 str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("--bist-memory lut is for the bist top: add --top bist or drop --bist-memory")
+    assert len(err.splitlines()) == 1
+    assert not (tmp_path / "y").exists()
+
+
+def test_bist_lut_rom_estimate_counts_the_rom_and_refuses_what_does_not_fit(digits_build, tmp_path, capsys):
+    from dlgn.boards.bitstream import lut_rom_cells
+    from dlgn.cli import main
+
+    assert [lut_rom_cells(100, n) for n in (1, 16, 17, 32, 64, 65, 128, 256)] == [100, 100, 300, 300, 700, 900,
+                                                                                  1500, 3100]
+    # 196-bit digits rows (192 input bits and the label): 1000 samples would need 63 LUT4 per column
+    assert main(["bitstream", str(digits_build), "--board", "icebreaker", "--top", "bist", "--bist-memory", "lut",
+                 "--bist-samples", "1000", "-o", str(tmp_path / "z")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "the design does not fit icebreaker" in err and "bist_rom" in err
+    assert "hold fewer samples (--bist-samples) or" in err and len(err.splitlines()) == 1
 
 
 def test_bist_reset_during_the_run_restarts_every_bank_together(digits_build, monkeypatch):
