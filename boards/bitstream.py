@@ -200,9 +200,9 @@ def build_bitstream(build_dir, board_name, out_dir=None, *, top="uart", freq=Non
     group_sum = _group_sum(build, board.family, popcount)
     estimate = design_estimate(build.report, board.family, top, popcount=popcount,
                                group_sum_cells=group_sum.adder_bits)
-    if top == "bist" and bist_memory == "lut":
-        samples = min(bist_samples or LUT_BIST_SAMPLES, len(load_test_set(build)[0]))
-        estimate["bist_rom"] = lut_rom_cells(netlist.in_bits + max(1, (netlist.classes - 1).bit_length()), samples)
+    if top == "bist" and bist_memory == "lut":  # the ROM's size is known now: count it, and build that many
+        bist_samples = min(bist_samples or LUT_BIST_SAMPLES, len(load_test_set(build)[0]), 65535)
+        estimate["bist_rom"] = lut_rom_cells(netlist.in_bits + max(1, (netlist.classes - 1).bit_length()), bist_samples)
         estimate["total"] += estimate["bist_rom"]
     if estimate["total"] > board.lut4:
         parts = ", ".join(f"{k} {v}" for k, v in estimate.items() if k != "total" and v)
@@ -295,11 +295,11 @@ def _build_in(stage, final, build, board, top, target, clock_mhz, pll, divisor, 
         response = 2 + SCORE_BYTES * netlist.classes
         samples_per_second = BAUD / 10 / (request + response)
     else:
-        x, _y = load_test_set(build)
         if bist_memory == "lut":
-            n, words = min(bist_samples or LUT_BIST_SAMPLES, len(x), 65535), 1
+            n, words = bist_samples, 1  # sized by build_bitstream
         else:
-            n, words = _bist_samples(board, netlist.in_bits + core.class_width, bist_samples, len(x))
+            available = len(load_test_set(build)[0])
+            n, words = _bist_samples(board, netlist.in_bits + core.class_width, bist_samples, available)
         rows, expected = bist_rows(build, n)
         rom_cell = None
         if bist_memory == "lut" and lut_primitives:

@@ -166,7 +166,7 @@ class BistRunner(wiring.Component):
         joined by multiplexers on the high address bits. A constant column is a constant."""
         if column in (0, (1 << depth) - 1):
             return Const(column & 1, 1)
-        low = min(len(index), 4)
+        low = min(len(index), (self.ROM_LUT_ENTRIES - 1).bit_length())
         inputs = [index[j] for j in range(low)]
         pieces = []
         for k, base in enumerate(range(0, depth, self.ROM_LUT_ENTRIES)):
@@ -174,7 +174,7 @@ class BistRunner(wiring.Component):
             out = Signal(name=f"{name}_{k}")
             cell = self._lut_cell(table, inputs, out) if self._lut_cell is not None else None
             if cell is None:
-                m.d.comb += out.eq(Const(table, self.ROM_LUT_ENTRIES).bit_select(index[:low], 1))
+                m.d.comb += out.eq(Const(table, self.ROM_LUT_ENTRIES).bit_select(Cat(*inputs), 1))
             else:
                 m.submodules[f"{name}_{k}"] = cell
             pieces.append(out)
@@ -221,16 +221,14 @@ class BistRunner(wiring.Component):
         bank_bits = self.LUT_BANK_BITS if lut else self.BANK_BITS
         for b, lo in enumerate(range(0, width, bank_bits)):
             hi = min(width, lo + bank_bits)
-            mask = (1 << (hi - lo)) - 1
             bank_address = Signal(range(depth + 2), name=f"address{b}", reset_less=True)
             stages = [Signal(init=1, reset_less=True, name=f"bank{b}_rst{s}") for s in range(self.RESET_STAGES)]
             m.d.sync += stages[0].eq(banks_reset | (bank_address > depth))
             m.d.sync += [later.eq(earlier) for earlier, later in zip(stages, stages[1:])]
             bank_reset = stages[-1]
             if lut:
-                # Column c of the bank as a constant indexed by the address: a function of the
-                # address bits, which synthesis maps to LUTs (and the ECP5's wide-function muxes).
-                # It is read combinationally, so `read_valid` below is not delayed. The ROM reads
+                # Column c of the bank as a ROM over the address (_rom_column: LUTs and
+                # multiplexers), read combinationally, so `read_valid` below is not delayed. The ROM reads
                 # a copy of the address of its own, kept inverted: read from the counter itself,
                 # ABC shared the ROM's LUTs with the counter's next-state logic, so the counter's
                 # loop ran through ROM LUTs placed beside the core (65.6 MHz on the 85F, two
@@ -247,6 +245,7 @@ class BistRunner(wiring.Component):
                     column = sum(((w >> (lo + c)) & 1) << i for i, w in enumerate(words))
                     m.d.comb += data_b[c].eq(self._rom_column(m, column, depth, index, f"rom{b}_{c}"))
             else:
+                mask = (1 << (hi - lo)) - 1
                 mem = Memory(shape=hi - lo, depth=depth, init=[(w >> lo) & mask for w in words])
                 m.submodules[f"samples{b}"] = mem
                 read = mem.read_port()
