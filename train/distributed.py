@@ -84,8 +84,14 @@ class Context:
                 f"ranks disagree on {what}: rank(s) {differ} differ from rank 0. Launch every rank with the same "
                 f"config, --set options and dlgn version (the wiring comes from model.seed/train.seed)")
 
-    def close(self):
+    def close(self, wait=True):
+        """Leave the process group. ``wait``: meet every rank at a barrier first, so that no rank
+        tears the group down while another still works in it (gloo can then abort the rank that
+        left: "terminate called without an active exception"); ``False`` on an error path, where
+        another rank may never arrive."""
         if self.owns_group and torch.distributed.is_initialized():
+            if wait and self.distributed:
+                torch.distributed.barrier()
             torch.distributed.destroy_process_group()
             self.owns_group = False
 

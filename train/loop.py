@@ -244,17 +244,20 @@ def train(config, out_dir, force=False, resume=False, overrides=None):
         ctx, device_name = dist.setup(t["device"])
     except dist.DistributedError as exc:
         raise RunError(str(exc)) from None
+    finished = False
     try:
         if ctx.is_main:
             run.start()
-        return _train(config, run, resume, loaded, ctx, device_name)
+        result = _train(config, run, resume, loaded, ctx, device_name)
+        finished = True
+        return result
     except dist.DistributedError as exc:
         raise RunError(str(exc)) from None
     except KeyboardInterrupt:
         raise Interrupted(run.interrupted_message()) from None
     finally:
         run.close()
-        ctx.close()
+        ctx.close(wait=finished)
 
 
 def _train(config, run, resume, loaded, ctx, device_name):
