@@ -5,7 +5,7 @@ run stopped before its end, its last finished epoch) become one row of
 ``bench/results/recipe-<date>.json``, so that a choice of recipe (schedule, augmentation,
 widths, thresholds) can be checked against the runs behind it.
 
-    python bench/recipe_log.py RUN_DIR [RUN_DIR ...] [--note TEXT] [--out PATH]
+    python bench/recipe_log.py RUN_DIR [RUN_DIR ...] [--note TEXT] [--out PATH] [--extra ROWS.json]
 """
 
 import argparse
@@ -23,7 +23,8 @@ from machine import cpu_name  # noqa: E402
 
 #: the config keys a recipe experiment varies
 KEYS = [("data", "thresholds"), ("data", "augment_shift"), ("model", "widths"), ("model", "width"), ("model", "depth"),
-        ("model", "gate_inputs"), ("model", "wiring"), ("train", "epochs"), ("train", "lr"), ("train", "schedule")]
+        ("model", "gate_inputs"), ("model", "wiring"), ("model", "tau"), ("train", "epochs"), ("train", "lr"),
+        ("train", "schedule"), ("train", "weight_decay")]
 
 
 def row(run):
@@ -53,16 +54,21 @@ def main(argv=None):
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--note", default="")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--extra", type=Path, help="a JSON list of rows measured earlier whose run directories are "
+                        "gone (each with a 'source' saying where it was measured); kept after the runs' rows")
     args = parser.parse_args(argv)
     date = datetime.date.today().isoformat()
     out = args.out or HERE / "results" / f"recipe-{date}.json"
     rows = [row(r) for r in args.runs]
+    if args.extra:
+        rows += json.loads(args.extra.read_text())
     result = {"date": date, "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "arch": platform.machine()},
               "load_average_now": [round(x, 2) for x in os.getloadavg()], "note": args.note, "rows": rows}
     out.write_text(json.dumps(result, indent=1) + "\n")
     for r in rows:
         state = "" if r["finished"] else f" (stopped after epoch {r['epochs_done']})"
-        print(f"{r['run']:<40} {100 * r['test_acc_discrete']:.2f}% discrete, {r['train_seconds']:.0f} s{state}")
+        seconds = f", {r['train_seconds']:.0f} s" if r.get("train_seconds") else ""
+        print(f"{r['run']:<40} {100 * r['test_acc_discrete']:.2f}% discrete{seconds}{state}")
     print(f"wrote {out}")
 
 
