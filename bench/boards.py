@@ -45,6 +45,7 @@ BOARDS = {
     "ulx3s-12f": ("ulx3s-12f", "configs/ulx3s-12f.toml", 150.0),
     "icebreaker": ("icebreaker", "configs/icebreaker.toml", None),
     "ulx3s-85f-conv": ("ulx3s-85f", "configs/conv.toml", 150.0),
+    "ulx3s-85f-narrow": ("ulx3s-85f", "configs/ulx3s-85f-narrow.toml", 150.0),
     "ulx3s-12f-learned": ("ulx3s-12f", "configs/ulx3s-12f-learned.toml", 150.0),
     "ulx3s-25f-learned": ("ulx3s-25f", "configs/ulx3s-25f-learned.toml", 150.0),
 }

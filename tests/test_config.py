@@ -157,7 +157,8 @@ def test_bad_widths_one_line_through_the_command(tmp_path):
 BOARD_CONFIGS = {"ulx3s-85f": "ulx3s-85f.toml", "ulx3s-25f": "ulx3s-25f.toml", "ulx3s-12f": "ulx3s-12f.toml",
                  "icebreaker": "icebreaker.toml"}
 #: further models for a board (file -> board)
-MORE_BOARD_CONFIGS = {"ulx3s-12f-learned.toml": "ulx3s-12f", "ulx3s-25f-learned.toml": "ulx3s-25f"}
+MORE_BOARD_CONFIGS = {"ulx3s-12f-learned.toml": "ulx3s-12f", "ulx3s-25f-learned.toml": "ulx3s-25f",
+                      "ulx3s-85f-narrow.toml": "ulx3s-85f"}
 
 
 @pytest.mark.parametrize("board,config_file", sorted([*((b, f) for b, f in BOARD_CONFIGS.items()),
@@ -182,7 +183,7 @@ def test_board_configs_fit_their_boards(board, config_file):
     estimate = untrained_estimate(layer_widths(m), layer_gate_inputs(m), 10, m["groups"], thresholds, target.family,
                                   "uart")
     assert estimate["total"] < target.lut4, estimate
-    if board == "ulx3s-85f":
+    if config_file == "ulx3s-85f.toml":
         default = validate(load_config(root / "default.toml"))
         assert config == default
 
