@@ -90,8 +90,8 @@ class Context:
         left: "terminate called without an active exception"); ``False`` on an error path, where
         another rank may never arrive."""
         if self.owns_group and torch.distributed.is_initialized():
-            if wait and self.distributed:
-                torch.distributed.barrier()
+            if wait:
+                self.barrier()
             torch.distributed.destroy_process_group()
             self.owns_group = False
 
