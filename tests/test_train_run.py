@@ -299,3 +299,24 @@ def test_bad_augment_and_schedule(overrides, message):
 
     with pytest.raises(ConfigError, match=message):
         validate(apply_overrides(load_config(), overrides))
+
+
+def test_run_without_a_validation_split(tmp_path):
+    """``data.val_fraction = 0`` trains on every training sample (it once failed in the encoder on the
+    empty split); the validation columns are empty, the summary's are null, the run resumes."""
+    out = tmp_path / "noval"
+    common = ["--set", "data.name=digits", *SMALL, "--set", "data.val_fraction=0"]
+    assert main(["train", *common, "--set", "train.epochs=2", "--out", str(out)]) == 0
+    def no_nan(name):
+        raise AssertionError(f"summary.json holds {name}")
+
+    summary = json.loads((out / "summary.json").read_text(), parse_constant=no_nan)
+    assert summary["val_acc_soft"] is None and summary["val_acc_discrete"] is None
+    assert summary["train_samples"] == len(load_dataset("digits", val_fraction=0.0).y_train)
+    assert summary["test_acc_discrete"] > 0.3
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["val_acc_discrete"] for r in rows] == ["", ""] and all(r["test_acc_discrete"] for r in rows)
+    assert (out / "curves.png").stat().st_size > 0
+    assert main(["train", "--resume", str(out), "--set", "train.epochs=3"]) == 0
+    assert json.loads((out / "summary.json").read_text())["epochs"] == 3

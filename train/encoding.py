@@ -67,7 +67,7 @@ class Thermometer:
         if x.ndim != 2 or x.shape[1] != self.features:
             raise ValueError(f"expected features of shape [N, {self.features}], got {tuple(x.shape)}")
         thr = torch.as_tensor(self.thresholds, device=x.device)
-        return (x.long()[:, :, None] > thr[None]).reshape(len(x), -1).to(torch.uint8)
+        return (x.long()[:, :, None] > thr[None]).reshape(len(x), self.bits).to(torch.uint8)
 
 
 def _increasing(values, feature_max):

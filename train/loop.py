@@ -103,7 +103,7 @@ def _evaluate_split(net, splits, batch_size, device, ctx, scores_of=None):
     out = []
     for i, (_, labels) in enumerate(splits):
         n = len(labels)
-        out.append((counts[2 * i] / n, counts[2 * i + 1] / n) if n else (float("nan"), float("nan")))
+        out.append((counts[2 * i] / n, counts[2 * i + 1] / n) if n else (None, None))  # no split (val_fraction 0)
     return out, scores
 
 
@@ -363,7 +363,8 @@ def _train(config, run, resume, loaded, ctx, device_name):
         state["history"].append(row)
         if ctx.is_main:
             left = t["epochs"] - epoch - 1
-            tqdm.write(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}  val {val_soft:.4f}/{val_disc:.4f}  "
+            val = f"{val_soft:.4f}/{val_disc:.4f}" if val_soft is not None else "-"
+            tqdm.write(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}  val {val}  "
                        f"test {test_soft:.4f}/{test_disc:.4f} (soft/discrete)  undecided {row['undecided']:.3f}  "
                        f"{state['seconds']:.0f}s" + (f"  (about {eta.left()} left for {left} more epochs)"
                                                     if left else ""))
@@ -508,6 +509,8 @@ def plot_curves(path, history, config):
     ax_loss.set(xlabel="epoch", ylabel="train loss", title="loss")
     for key, style in (("val_acc_soft", "--"), ("val_acc_discrete", "-"), ("test_acc_soft", "--"),
                        ("test_acc_discrete", "-")):
+        if any(r.get(key) is None for r in history):  # no validation split (data.val_fraction = 0)
+            continue
         ax_acc.plot(epochs, [100 * r[key] for r in history], style, marker="o", label=key.replace("_acc", ""))
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="soft vs discrete accuracy")
     ax_acc.legend()
