@@ -23,7 +23,7 @@ from machine import cpu_name  # noqa: E402
 
 #: the config keys a recipe experiment varies
 KEYS = [("data", "thresholds"), ("data", "augment_shift"), ("model", "widths"), ("model", "width"), ("model", "depth"),
-        ("model", "gate_inputs"), ("model", "wiring"), ("model", "tau"), ("train", "epochs"), ("train", "lr"),
+        ("model", "gate_inputs"), ("model", "wiring"), ("model", "window"), ("model", "tau"), ("data", "val_fraction"), ("train", "epochs"), ("train", "lr"),
         ("train", "schedule"), ("train", "weight_decay")]
 
 
@@ -33,7 +33,8 @@ def row(run):
     run = Path(run)
     config = load_config(run / "config.toml")
     with open(run / "metrics.csv") as f:
-        history = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+        # an empty cell: no validation split (data.val_fraction = 0)
+        history = [{k: float(v) if v != "" else None for k, v in r.items()} for r in csv.DictReader(f)]
     summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else None
     last = history[-1] if history else {}
     return {
