@@ -65,9 +65,11 @@ def train_and_compile(work, name, dataset, width, depth, n, thresholds):
 def fit(rows, family, minimum=6):
     """Non-negative least-squares coefficients for ``family``'s rows, weighted by 1 / size (the
     relative error is what matters): logic cells per group-sum adder bit, per feature bit an
-    encoder comparator reads, per feature bit the UART top buffers, per core flip-flop (iCE40:
-    a flip-flop needs a logic cell of its own when its LUT is taken), and each top's fixed cost.
-    The core is taken as estimated (one LUT4 per gate) and the argmax with its fixed coefficient.
+    encoder comparator reads and per feature bit the UART top buffers (the uart top with per-feature
+    thresholds), per comparator and per sample-register bit of the uart top that encodes on arrival,
+    per core flip-flop (iCE40: a flip-flop needs a logic cell of its own when its LUT is taken), and
+    each top's fixed cost. The core is taken as estimated (one LUT4 per gate) and the argmax with
+    its fixed coefficient. A coefficient no row measures keeps its value in force.
     Returns ``(coefficients, {row index: error % with them})``."""
     from scipy.optimize import nnls
 
@@ -77,25 +79,46 @@ def fit(rows, family, minimum=6):
     if len(rows) < minimum:
         return None, {}
     popcounts = sorted({r.get("popcount", "adder") for r in rows})
+    names = [("group_sum", p) for p in popcounts] + [
+        ("encoder",), ("uart_feature",), ("flip_flops",), ("io", "uart"), ("io", "bist"),
+        ("arrival_comparator",), ("uart_arrival_bit",), ("io_arrival",)]
 
     def features(r):
         b, uart = r["blocks"], r["top"] == "uart"
+        arrival = uart and bool(b.get("arrival_thresholds"))
+        raw = uart and not arrival
         group_sum = [b.get("group_sum_cells", b["adder_bits"]) if r.get("popcount", "adder") == p else 0
                      for p in popcounts]
-        return group_sum + [b["chain_bits"] if uart else 0, b["feature_bits"] if uart else 0,
-                            b["flip_flops"] if family == "ice40" else 0, float(uart), float(not uart)]
+        return group_sum + [b["chain_bits"] if raw else 0, b["feature_bits"] if raw else 0,
+                            b["flip_flops"] if family == "ice40" else 0, float(raw), float(not uart),
+                            b.get("arrival_thresholds", 0) if arrival else 0, b.get("arrival_bits", 0) if arrival else 0,
+                            float(arrival)]
 
     a = np.array([features(r) for r in rows], dtype=float)
+    measured = a.any(axis=0)
+    if family == "ice40":
+        measured[names.index(("flip_flops",))] = False  # the iCE40 builds' core registers: keep as in force
+    old = COEFFICIENTS[family]
+
+    def current(name):
+        value = old.get(name[0], 0.0)
+        return value[name[1]] if len(name) > 1 else value
+
+    # the columns no row measures: their coefficients in force, taken out of the fit
     fixed = np.array([r["estimate"]["core"] + r["estimate"]["argmax"] for r in rows], dtype=float)
+    fixed += a[:, ~measured] @ np.array([current(n) for n, m in zip(names, measured) if not m], dtype=float)
     cells = np.array([r["cells"] for r in rows], dtype=float)
-    coef, _ = nnls(a / cells[:, None], (cells - fixed) / cells)
-    errors = 100 * (a @ coef + fixed - cells) / cells
-    k = len(popcounts)
-    fitted = {"group_sum": {p: round(float(coef[i]), 3) for i, p in enumerate(popcounts)},
-              "encoder": round(float(coef[k]), 3),
-              "uart_feature": round(float(coef[k + 1]), 3), "flip_flops": round(float(coef[k + 2]), 3),
-              "argmax": COEFFICIENTS[family]["argmax"],
-              "io": {"uart": int(round(coef[k + 3])), "bist": int(round(coef[k + 4]))}}
+    coef = np.array([current(n) for n in names], dtype=float)
+    solved, _ = nnls(a[:, measured] / cells[:, None], (cells - fixed) / cells)
+    coef[measured] = solved
+    errors = 100 * (a @ coef + np.array([r["estimate"]["core"] + r["estimate"]["argmax"] for r in rows]) - cells) / cells
+    fitted = {"group_sum": dict(old["group_sum"]), "io": dict(old["io"]), "argmax": old["argmax"]}
+    for name, value in zip(names, coef):
+        value = round(float(value), 3)
+        if len(name) > 1:
+            fitted[name[0]][name[1]] = int(round(value)) if name[0] == "io" else value
+        else:
+            fitted[name[0]] = int(round(value)) if name[0] == "io_arrival" else value
     return fitted, [round(float(e), 1) for e in errors]
 
 
@@ -106,12 +129,13 @@ def main():
     parser.add_argument("--models", type=int, default=None, help="the first N models only")
     parser.add_argument("--popcount", default="auto", help="--popcount of every build (default: auto)")
     parser.add_argument("--skip-ice40-bist", action="store_true", help="build the iCE40 with the uart top only")
+    parser.add_argument("--tops", default="uart,bist", help="the tops to build, comma-separated (default: uart,bist)")
     parser.add_argument("--out", default=None, help="result JSON (default bench/results/estimate-<date>.json)")
     args = parser.parse_args()
     from dlgn.boards.bitstream import _group_sum, build_bitstream, resolve_popcount
     from dlgn.boards.errors import BoardError
     from dlgn.compile.builddir import load_build
-    from dlgn.compile.estimate import design_estimate
+    from dlgn.compile.estimate import design_estimate, encoder_size
 
     work = Path(args.work)
     rows = []
@@ -119,13 +143,15 @@ def main():
     for name, dataset, width, depth, n, thresholds in models:
         run, build_dir = train_and_compile(work, name, dataset, width, depth, n, thresholds)
         build = load_build(build_dir)
+        size = encoder_size(build.netlist)  # from the netlist: a cached build may predate its arrival_* counts
+        compiled = dict(build.report, encoder_size=size)
         for family, board in BOARDS.items():
             popcount = resolve_popcount(args.popcount, family)
             group_sum_cells = _group_sum(build, family, popcount).adder_bits
-            for top in ("uart", "bist"):
+            for top in args.tops.split(","):
                 if family == "ice40" and top == "bist" and args.skip_ice40_bist:
                     continue
-                estimate = design_estimate(build.report, family, top, popcount=popcount,
+                estimate = design_estimate(compiled, family, top, popcount=popcount,
                                            group_sum_cells=group_sum_cells)
                 if family == "ice40" and estimate["total"] > 1.3 * ICE40_MAX_CELLS:
                     continue
@@ -135,7 +161,7 @@ def main():
                                   "group_sum_cells": group_sum_cells,
                                   "in_bits": build.report["in_bits"], "classes": build.report["classes"],
                                   "score_width": build.report["score_width"], "flip_flops": build.report["flip_flops"],
-                                  **build.report["encoder_size"]},
+                                  **size},
                        "loadavg": os.getloadavg()}
                 start = time.perf_counter()
                 try:

@@ -22,9 +22,9 @@ sys.path.insert(0, str(HERE))
 from machine import cpu_name  # noqa: E402
 
 #: the config keys a recipe experiment varies
-KEYS = [("data", "thresholds"), ("data", "augment_shift"), ("model", "widths"), ("model", "width"), ("model", "depth"),
+KEYS = [("data", "thresholds"), ("data", "encoding"), ("data", "augment_shift"), ("model", "widths"), ("model", "width"), ("model", "depth"),
         ("model", "gate_inputs"), ("model", "wiring"), ("model", "window"), ("model", "tau"), ("data", "val_fraction"), ("train", "epochs"), ("train", "lr"),
-        ("train", "schedule"), ("train", "weight_decay")]
+        ("train", "schedule"), ("train", "weight_decay"), ("train", "gumbel"), ("train", "gumbel_tau")]
 
 
 def row(run):

@@ -20,7 +20,7 @@ import numpy as np
 
 from dlgn.compile import builddir
 from dlgn.compile.builddir import find_run_dir, load_build
-from dlgn.compile.estimate import design_estimate
+from dlgn.compile.estimate import arrival_thresholds, design_estimate, encoder_size
 from dlgn.safety import StagedDirectory, atomic_write_text
 
 from .errors import BoardError
@@ -127,6 +127,13 @@ def resolve_popcount(popcount, family):
     return AUTO_POPCOUNT[family] if popcount == "auto" else popcount
 
 
+def uart_encodes_on_arrival(netlist):
+    """Whether the ``uart`` top encodes ``netlist``'s features as they arrive (its core then takes
+    encoded bits; see :class:`~dlgn.boards.tops.UartClassifier`)."""
+    encoding = netlist.encoding
+    return encoding is not None and arrival_thresholds(encoding.bits, encoding.feature_width) is not None
+
+
 def _core(build, encoder, lut_primitives, family, lut_cell=None, popcount="adder"):
     """The board's :class:`~dlgn.hdl.top.DlgnCore`; with ``lut_primitives`` every gate (and the
     group sum's LUTs and carry chains, for a plan ``popcount``) is a device cell."""
@@ -198,8 +205,10 @@ def build_bitstream(build_dir, board_name, out_dir=None, *, top="uart", freq=Non
     # Refuse a design that cannot fit before spending minutes in synthesis: the whole design
     # (encoder, gates, group sum, argmax, UART or BIST), as the compiler estimates it.
     group_sum = _group_sum(build, board.family, popcount)
-    estimate = design_estimate(build.report, board.family, top, popcount=popcount,
-                               group_sum_cells=group_sum.adder_bits)
+    # the encoder's size from the netlist itself (a build compiled before the uart top encoded on
+    # arrival has no arrival_* counts in its report)
+    report = dict(build.report, encoder_size=encoder_size(netlist))
+    estimate = design_estimate(report, board.family, top, popcount=popcount, group_sum_cells=group_sum.adder_bits)
     if top == "bist" and bist_memory == "lut":  # the ROM's size is known now: count it, and build that many
         bist_samples = min(bist_samples or LUT_BIST_SAMPLES, len(load_test_set(build)[0]), 65535)
         estimate["bist_rom"] = lut_rom_cells(netlist.in_bits + max(1, (netlist.classes - 1).bit_length()), bist_samples)
@@ -267,6 +276,9 @@ def _build_in(stage, final, build, board, top, target, clock_mhz, pll, divisor, 
 
     out = stage.path
     netlist = build.netlist
+    # the uart top encodes each byte on arrival when the features share their thresholds; the
+    # core's own encoder (raw features in) only for per-feature thresholds
+    core_encoder = top == "uart" and not uart_encodes_on_arrival(netlist)
 
     extra = {"estimate": estimate}
     if lut_primitives and verify:
@@ -277,7 +289,7 @@ def _build_in(stage, final, build, board, top, target, clock_mhz, pll, divisor, 
         start = time.perf_counter()
         try:
             with Ticker("proving the LUT-primitive core equal to the generic core (Yosys)"):
-                check_lut_equivalence(lambda cell: _core(build, top == "uart", False, board.family, cell),
+                check_lut_equivalence(lambda cell: _core(build, core_encoder, False, board.family, cell),
                                       board.family, out / "lut_equivalence")
         except YosysError as e:
             raise BoardError(f"the {board.family} LUT-primitive core is not equal to the generic core: {e}") from None
@@ -288,9 +300,10 @@ def _build_in(stage, final, build, board, top, target, clock_mhz, pll, divisor, 
     if verify and popcount != "adder":
         extra.setdefault("checks", {})["group_sum"] = _prove_group_sum(build, board, popcount, lut_primitives,
                                                                        out / "group_sum_equivalence", log)
-    core = _core(build, top == "uart", lut_primitives, board.family, popcount=popcount)
+    core = _core(build, core_encoder, lut_primitives, board.family, popcount=popcount)
     if top == "uart":
         inner = UartClassifier(core, netlist.encoding, divisor)
+        extra["uart_encoding"] = "core_encoder" if core_encoder else "on_arrival"
         request = 1 + netlist.encoding.features
         response = 2 + SCORE_BYTES * netlist.classes
         samples_per_second = BAUD / 10 / (request + response)
@@ -468,6 +481,9 @@ def _prove_group_sum(build, board, popcount, lut_primitives, workdir, log):
 #: The DlgnCore blocks as Amaranth names their modules in the board top (BoardTop > inner > core).
 _BLOCK_MODULES = {"encoder": "top.inner.core.encoder", "core": "top.inner.core.core",
                   "group_sum": "top.inner.core.group_sum", "argmax": "top.inner.core.argmax"}
+#: Where a block's module may be instead: the uart top that encodes on arrival has its comparators
+#: beside the core (its sample register is ``io``).
+_BLOCK_MODULES_ALT = {"encoder": "top.inner.encoder"}
 #: family -> synthesis command (as Amaranth's build script runs it) and cell type -> kind.
 _BLOCK_SYNTH = {"ecp5": "synth_ecp5 -top top", "ice40": "synth_ice40 -top top"}
 
@@ -488,7 +504,7 @@ def _start_block_synthesis(plan, work, family, yosys):
     work.mkdir(parents=True, exist_ok=True)
     (work / f"{NAME}.il").write_text(plan.files[f"{NAME}.il"] if isinstance(plan.files[f"{NAME}.il"], str)
                                      else plan.files[f"{NAME}.il"].decode())
-    keep = " ".join(_BLOCK_MODULES.values())
+    keep = " ".join(list(_BLOCK_MODULES.values()) + list(_BLOCK_MODULES_ALT.values()))
     script = (f"read_rtlil {NAME}.il; hierarchy -top {NAME}; setattr -mod -set keep_hierarchy 1 {keep}; "
               f"{_BLOCK_SYNTH[family]}; tee -q -o blocks.stat.json stat -json")
     log = open(work / "blocks.log", "w")
@@ -534,6 +550,8 @@ def _finish_block_synthesis(stats, family, flat_cells):
     kinds = ("lut4", "carry", "ff") + (("pfumx", "l6mux21") if family == "ecp5" else ())
     blocks = {}
     for block, module in _BLOCK_MODULES.items():
+        if module not in per_module and _BLOCK_MODULES_ALT.get(block) in per_module:
+            module = _BLOCK_MODULES_ALT[block]
         found = per_module.get(module, {})
         blocks[block] = {k: found.get(k, 0) for k in kinds}
     hierarchical = {k: sum(m.get(k, 0) for m in per_module.values()) for k in kinds}

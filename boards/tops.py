@@ -11,6 +11,8 @@ from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from dlgn.compile.estimate import ARRIVAL_MAX_THRESHOLDS, arrival_thresholds
+from dlgn.hdl.encoder import ThermometerEncoder
 from dlgn.hdl.uart import UartRx, UartTx
 
 from .protocol import BIST_SYNC, REQUEST_SYNC, RESPONSE_SYNC, SCORE_BYTES
@@ -20,9 +22,19 @@ __all__ = ["UartClassifier", "BistRunner", "BoardTop"]
 
 class UartClassifier(wiring.Component):
     """Receives a request frame (sync byte + one byte per raw feature), classifies it with ``core``
-    (a :class:`~dlgn.hdl.top.DlgnCore` with the on-chip encoder for ``encoding``) and sends the response frame
-    (see :mod:`dlgn.boards.protocol`). One sample at a time; the core's latency is negligible
-    against the serial line.
+    and sends the response frame (see :mod:`dlgn.boards.protocol`). One sample at a time; the
+    core's latency is negligible against the serial line.
+
+    Two layouts, chosen by ``core``:
+
+    - ``core`` takes encoded bits (a :class:`~dlgn.hdl.top.DlgnCore` without an encoding): each
+      byte is thermometer-encoded as it arrives, against the thresholds the features share
+      (:func:`dlgn.compile.estimate.arrival_thresholds`: T comparators in all, in the ``encoder``
+      submodule), and the T bits enter a shift register of ``features x T`` encoded bits that the
+      core reads. No raw buffer and no per-feature comparators (on the iCEBreaker the raw buffer
+      and the core's encoder registers took a logic cell per bit each).
+    - ``core`` takes raw features (a ``DlgnCore`` with the on-chip encoder for ``encoding``): the
+      raw bytes are buffered and the core compares them (needed when the thresholds are per feature).
 
     Ports: ``rx`` (In, idle high), ``tx`` (Out), ``busy`` (Out: a sample is being handled).
     """
@@ -32,17 +44,29 @@ class UartClassifier(wiring.Component):
     busy: Out(1)
 
     def __init__(self, core, encoding, divisor):
-        if not hasattr(core, "in_features"):
-            raise ValueError("the UART top needs a core with the on-chip encoder (raw features in)")
         if encoding.feature_width > 8:
             raise ValueError(f"the UART top carries features of at most 8 bits, not {encoding.feature_width}")
-        if len(core.in_features) != encoding.features * encoding.feature_width:
-            raise ValueError(f"the core takes {len(core.in_features)} feature bits, the encoding describes "
-                             f"{encoding.features} x {encoding.feature_width}")
+        if hasattr(core, "in_features"):
+            if len(core.in_features) != encoding.features * encoding.feature_width:
+                raise ValueError(f"the core takes {len(core.in_features)} feature bits, the encoding describes "
+                                 f"{encoding.features} x {encoding.feature_width}")
+            self._thresholds = None
+        else:
+            if len(core.in_bits) != len(encoding.bits):
+                raise ValueError(f"the core takes {len(core.in_bits)} input bits, the encoding describes "
+                                 f"{len(encoding.bits)}")
+            self._thresholds = arrival_thresholds(encoding.bits, encoding.feature_width)
+            if self._thresholds is None:
+                raise ValueError(f"the features do not share at most {ARRIVAL_MAX_THRESHOLDS} thresholds: encoding on "
+                                 f"arrival needs that; give the UART top a core with the on-chip encoder")
         if core.score_width > 8 * SCORE_BYTES:
             raise ValueError(f"scores of {core.score_width} bits do not fit the protocol's {SCORE_BYTES} bytes")
         self._core, self._encoding, self._divisor = core, encoding, divisor
         super().__init__()
+
+    @property
+    def encodes_on_arrival(self):
+        return self._thresholds is not None
 
     def elaborate(self, platform):
         m = Module()
@@ -55,14 +79,16 @@ class UartClassifier(wiring.Component):
         features, width = self._encoding.features, self._encoding.feature_width
         classes, score_width = core.classes, core.score_width
         frame_bytes = 2 + SCORE_BYTES * classes
-        sample = Signal(features * width)
+        # Bits per feature in the sample register: the raw byte, or its T thresholds' comparisons.
+        slot = width if self._thresholds is None else len(self._thresholds)
+        sample = Signal(features * slot)
         received = Signal(range(features + 1))
         response = Signal(8 * frame_bytes)
         to_send = Signal(range(frame_bytes + 1))
 
-        m.d.comb += [core.in_features.eq(sample), core.in_valid.eq(0)]
+        m.d.comb += core.in_valid.eq(0)
         # Feature 0 arrives first and ends in the lowest bits; each byte enters at the top. The shift
-        # enable of this wide register (6,272 flip-flops for 784 features) is itself a register, one
+        # enable of this wide register (6,272 flip-flops for 784 raw features) is itself a register, one
         # cycle behind the received byte: measured on a 3,545-gate Fashion-MNIST-shaped net at 100 MHz,
         # the enable through a LUT was the critical path (12.0 ns, 83.5 MHz), a registered one 10.4 ns
         # (96.5 MHz). Copies of it per chunk do not help as written: Yosys merges identical registers.
@@ -70,8 +96,20 @@ class UartClassifier(wiring.Component):
         shift_enable = Signal()
         byte = Signal(width)
         m.d.sync += [shift_enable.eq(shift), byte.eq(rx.data[:width])]
+        if self._thresholds is None:
+            m.d.comb += core.in_features.eq(sample)
+            entering = byte
+        else:
+            # T comparators on the registered byte (bit j: byte > thresholds[j]); input bit i of the
+            # core, (f, t), is bit j = thresholds.index(t) of slot f.
+            m.submodules.encoder = encoder = ThermometerEncoder(1, width, [(0, t) for t in self._thresholds])
+            m.d.comb += [encoder.in_valid.eq(0), encoder.in_features.eq(byte)]
+            entering = encoder.out_bits
+            column = {t: j for j, t in enumerate(self._thresholds)}
+            for i, (f, t) in enumerate(self._encoding.bits):
+                m.d.comb += core.in_bits[i].eq(sample[f * slot + column[t]])
         with m.If(shift_enable):
-            m.d.sync += sample.eq(Cat(sample[width:], byte))
+            m.d.sync += sample.eq(Cat(sample[slot:], entering))
         with m.FSM():
             with m.State("SYNC"):
                 with m.If(rx.valid & (rx.data == REQUEST_SYNC)):

@@ -12,11 +12,38 @@ carry cell), on iCE40 an ``ICESTORM_LC`` (a LUT4 with its flip-flop and carry).
 whose total exceeds the device before spending minutes in synthesis.
 """
 
-__all__ = ["COEFFICIENTS", "design_estimate", "encoder_size"]
+__all__ = ["COEFFICIENTS", "ARRIVAL_MAX_THRESHOLDS", "arrival_thresholds", "design_estimate", "encoder_size"]
+
+#: The ``uart`` top encodes each feature as its byte arrives (see :func:`arrival_thresholds`) when
+#: the features share at most this many distinct thresholds; with more (a per-feature quantile
+#: encoding) it buffers the raw features and the core's encoder compares them.
+ARRIVAL_MAX_THRESHOLDS = 16
+
+
+def arrival_thresholds(bits, feature_width=8):
+    """The thresholds the ``uart`` top compares each arriving byte against, sorted, or ``None``.
+
+    ``bits`` are the encoding's ``(feature, threshold)`` pairs (``InputEncoding.bits``). When the
+    features share few thresholds (uniform and global-quantile encodings: every feature the same
+    T), the top needs no per-feature comparators: T comparators on the received byte, and a shift
+    register of ``features x T`` encoded bits instead of the raw features and the core's encoder
+    (``dlgn.boards.tops.UartClassifier``). ``None`` when there are more than
+    :data:`ARRIVAL_MAX_THRESHOLDS` distinct thresholds."""
+    thresholds = sorted({int(t) for _f, t in bits})
+    if not thresholds or len(thresholds) > ARRIVAL_MAX_THRESHOLDS:
+        return None
+    return thresholds
 
 #: family -> coefficients: logic cells per adder bit of the group sum, per argmax comparator bit,
 #: per feature bit an encoder comparator reads, per feature bit the UART top buffers (iCE40:
 #: a flip-flop takes a logic cell), per core flip-flop, and the I/O block's fixed cost per top.
+#: ``uart_arrival_bit`` / ``arrival_comparator``: per bit of the encoded sample register and per
+#: comparator of the ``uart`` top that encodes on arrival (:func:`arrival_thresholds`), which then
+#: has no per-feature encoder and no raw buffer (``encoder`` / ``uart_feature`` are that older
+#: layout's, used when the thresholds are per feature). The arrival coefficients: fitted by
+#: ``bench/fit_estimate.py --tops uart`` to 7 ECP5 and 5 iCE40 uart builds of the same models
+#: (bench/results/estimate-2026-12-03.json; with the group sum coefficients kept, every build within 1.1%; on iCE40 a register bit takes
+#: a logic cell, and the per-comparator figure also absorbs what grows with T in so few builds).
 #: Fitted by bench/fit_estimate.py to 20 builds of 6 digits and Fashion-MNIST models (K = S = 2,
 #: adder-tree group sum): bench/results/estimate-2026-12-01.json, every build within 8.4% on
 #: ECP5 and 1.3% on iCE40. ``group_sum`` is per popcount (cells per ``GroupSum.adder_bits`` of that
@@ -26,9 +53,11 @@ __all__ = ["COEFFICIENTS", "design_estimate", "encoder_size"]
 #: of their own); every build within 1% with them). Refit when the hardware of a block changes.
 COEFFICIENTS = {
     "ecp5": {"group_sum": {"adder": 1.451, "compressor": 1.02, "chain": 1.19}, "argmax": 2.0, "encoder": 0.289,
-             "uart_feature": 0.0, "flip_flops": 0.0, "io": {"uart": 349, "bist": 219}},
+             "uart_feature": 0.0, "flip_flops": 0.0, "io": {"uart": 349, "bist": 219},
+             "uart_arrival_bit": 0.006, "arrival_comparator": 6.654, "io_arrival": 377},
     "ice40": {"group_sum": {"adder": 1.681, "compressor": 1.49, "chain": 1.49}, "argmax": 2.0, "encoder": 0.121,
-              "uart_feature": 2.552, "flip_flops": 0.0, "io": {"uart": 0, "bist": 289}},
+              "uart_feature": 2.552, "flip_flops": 0.0, "io": {"uart": 0, "bist": 289},
+              "uart_arrival_bit": 0.913, "arrival_comparator": 25.739, "io_arrival": 341},
 }
 
 
@@ -49,12 +78,21 @@ def design_estimate(report, family, top, popcount="adder", group_sum_cells=None)
             raise ValueError(f"the estimate of a {popcount!r} group sum needs its cell count (group_sum_cells)")
         group_sum_cells = int(report.get("group_sum_adder_bits", 0))
     classes = int(report["classes"])
+    enc = _encoder(report)
+    if top != "uart":
+        encoder, io = 0, int(c["io"][top])
+    elif enc.get("arrival_thresholds"):  # encoded as each byte arrives: T comparators, features x T bits
+        encoder = round(c["arrival_comparator"] * enc["arrival_thresholds"])
+        io = int(c["io_arrival"]) + round(c["uart_arrival_bit"] * enc["arrival_bits"])
+    else:  # raw features buffered, compared by the core's encoder
+        encoder = round(c["encoder"] * enc["chain_bits"])
+        io = int(c["io"]["uart"]) + round(c["uart_feature"] * enc["feature_bits"])
     blocks = {
         "core": int(report.get("estimated_luts", report.get("gates", 0))),
         "group_sum": round(c["group_sum"][popcount] * int(group_sum_cells)),
         "argmax": round(c["argmax"] * max(0, classes - 1) * int(report["score_width"])),
-        "encoder": round(c["encoder"] * _encoder(report)["chain_bits"]) if top == "uart" else 0,
-        "io": int(c["io"][top]) + (round(c["uart_feature"] * _encoder(report)["feature_bits"]) if top == "uart" else 0),
+        "encoder": encoder,
+        "io": io,
         "flip_flops": round(c["flip_flops"] * int(report.get("flip_flops", 0))),
     }
     blocks["total"] = sum(blocks.values())
@@ -71,9 +109,12 @@ def encoder_size(netlist):
     tests the gates or groups read), ``chain_bits`` (feature bits those comparators read: the
     AND/OR chain of :func:`dlgn.hdl.encoder.greater_than` starts at the threshold's lowest 0 bit)
     and ``feature_bits`` (distinct feature bits read at all: what the UART top must buffer;
-    Yosys removes the rest)."""
+    Yosys removes the rest), for a top that buffers raw features; and for the ``uart`` top that
+    encodes on arrival (:func:`arrival_thresholds`) ``arrival_thresholds`` (its comparators, the
+    distinct thresholds read; 0 when the thresholds are per feature and it buffers raw features)
+    and ``arrival_bits`` (its sample register, ``features x arrival_thresholds``)."""
     if netlist.encoding is None:
-        return {"comparators": 0, "chain_bits": 0, "feature_bits": 0}
+        return {"comparators": 0, "chain_bits": 0, "feature_bits": 0, "arrival_thresholds": 0, "arrival_bits": 0}
     used = {i for inputs, _table in netlist.gates for i in inputs}
     used.update(s for group in netlist.groups for s in group)
     width = netlist.encoding.feature_width
@@ -86,4 +127,9 @@ def encoder_size(netlist):
         lowest_zero = next((k for k in range(width) if not (threshold >> k) & 1), width)
         chain_bits += width - lowest_zero
         read.update((feature, k) for k in range(lowest_zero, width))
-    return {"comparators": len(comparators), "chain_bits": chain_bits, "feature_bits": len(read)}
+    # the layout follows all the encoding's thresholds (as the top does); the columns of thresholds
+    # that no read bit compares against feed nothing, and Yosys removes them
+    shared = arrival_thresholds(netlist.encoding.bits, width) is not None
+    columns = len({t for _f, t in comparators}) if shared else 0
+    return {"comparators": len(comparators), "chain_bits": chain_bits, "feature_bits": len(read),
+            "arrival_thresholds": columns, "arrival_bits": netlist.encoding.features * columns}

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from dlgn.boards.bitstream import (AUTO_POPCOUNT, BLOCKS, REPORT_KEYS, _core, bist_rows, build_bitstream,
-                                   load_test_set, resolve_popcount)
+                                   load_test_set, resolve_popcount, uart_encodes_on_arrival)
+from dlgn.compile.estimate import ARRIVAL_MAX_THRESHOLDS, COEFFICIENTS, design_estimate, encoder_size
 from dlgn.compile.builddir import load_build
 from dlgn.boards.errors import BoardError
 from dlgn.boards.infer import classify_stream
@@ -151,6 +152,79 @@ def test_uart_top_answers_like_the_golden_model(digits_build):
     expected = GoldenModel(build.netlist).scores(encode_features(encoding, x))
     assert (scores == expected).all()
     assert (classes == predict(expected)).all()
+
+
+def test_uart_top_encoding_on_arrival_answers_like_the_golden_model(digits_build):
+    """The layout `dlgn bitstream` builds for shared thresholds: each byte compared as it arrives,
+    a shift register of encoded bits, a core without an encoder; the same scores as the golden
+    model on test samples and on random, all-0 and all-max features."""
+    build = load_build(digits_build)
+    encoding = build.netlist.encoding
+    assert uart_encodes_on_arrival(build.netlist)
+    x, _y = load_test_set(build, 6)
+    rng = np.random.default_rng(1)
+    top = (1 << encoding.feature_width) - 1
+    x = np.concatenate([x, rng.integers(0, top + 1, size=(3, x.shape[1])), np.zeros((1, x.shape[1]), np.int64),
+                        np.full((1, x.shape[1]), top)])
+    top_module = UartClassifier(_core(build, False, False, "ecp5"), encoding, divisor=4)
+    assert top_module.encodes_on_arrival
+    link = SimulatedSerial(top_module, divisor=4)
+    classes, scores = classify_stream(link, x, build.netlist.classes)
+    expected = GoldenModel(build.netlist).scores(encode_features(encoding, x))
+    assert (scores == expected).all() and (classes == predict(expected)).all()
+
+
+def _per_feature_netlist(netlist):
+    """``netlist`` with per-feature thresholds: more distinct ones than the uart top compares on arrival."""
+    from dlgn.compile.netlist import InputEncoding, Netlist
+
+    e = netlist.encoding
+    limit = 1 << e.feature_width
+    bits = tuple((f, (t + 3 * f) % (limit - 1)) for f, t in e.bits)
+    assert len({t for _f, t in bits}) > ARRIVAL_MAX_THRESHOLDS
+    return Netlist(netlist.in_bits, netlist.gates, netlist.groups, InputEncoding(e.features, e.feature_width, bits))
+
+
+def test_uart_top_keeps_the_core_encoder_for_per_feature_thresholds(digits_build):
+    """Per-feature thresholds (more than ARRIVAL_MAX_THRESHOLDS distinct ones): the raw features are
+    buffered and the core's encoder compares them; a core without an encoder is refused."""
+    build = load_build(digits_build)
+    netlist = _per_feature_netlist(build.netlist)
+    assert not uart_encodes_on_arrival(netlist)
+    report = build.report
+    plain = DlgnCore(netlist.in_bits, netlist.gates, netlist.groups, pipeline_every=int(report["pipeline_every"]),
+                     output_every=int(report["output_every"]))
+    with pytest.raises(ValueError, match="do not share at most 16 thresholds"):
+        UartClassifier(plain, netlist.encoding, divisor=4)
+    for part in (plain, plain.core, plain.group_sum, plain.argmax):
+        part._MustUse__used = True
+    core = DlgnCore(netlist.in_bits, netlist.gates, netlist.groups, encoding=netlist.encoding,
+                    pipeline_every=int(report["pipeline_every"]), output_every=int(report["output_every"]))
+    top_module = UartClassifier(core, netlist.encoding, divisor=4)
+    assert not top_module.encodes_on_arrival
+    x, _y = load_test_set(build, 4)
+    classes, scores = classify_stream(SimulatedSerial(top_module, divisor=4), x, netlist.classes)
+    expected = GoldenModel(netlist).scores(encode_features(netlist.encoding, x))
+    assert (scores == expected).all() and (classes == predict(expected)).all()
+
+
+def test_estimate_follows_the_uart_layout(digits_build):
+    """The uart top's estimate counts T comparators and a features x T register when it encodes on
+    arrival, the per-feature comparators and the raw buffer otherwise."""
+    build = load_build(digits_build)
+    size = encoder_size(build.netlist)
+    t = len({thr for _f, thr in build.netlist.encoding.bits})
+    assert 1 <= size["arrival_thresholds"] <= t
+    assert size["arrival_bits"] == build.netlist.encoding.features * size["arrival_thresholds"]
+    on_arrival = design_estimate(dict(build.report, encoder_size=size), "ice40", "uart")
+    c = COEFFICIENTS["ice40"]
+    assert on_arrival["encoder"] == round(c["arrival_comparator"] * size["arrival_thresholds"])
+    assert on_arrival["io"] == c["io_arrival"] + round(c["uart_arrival_bit"] * size["arrival_bits"])
+    per_feature = encoder_size(_per_feature_netlist(build.netlist))
+    assert per_feature["arrival_thresholds"] == per_feature["arrival_bits"] == 0
+    raw = design_estimate(dict(build.report, encoder_size=per_feature), "ice40", "uart")
+    assert raw["encoder"] == round(c["encoder"] * per_feature["chain_bits"])
+    assert raw["io"] == c["io"]["uart"] + round(c["uart_feature"] * per_feature["feature_bits"])
 
 
 def test_uart_top_ignores_bytes_before_the_sync_byte(digits_build):
@@ -418,7 +492,8 @@ def test_ice40_uart_build_matches_the_estimate(digits_build, tmp_path):
     assert (tmp_path / "ice" / "top.bin").is_file() and report["timing_met"]
     assert report["popcount"] == "adder"
     _check_blocks(report, "ice40", load_build(digits_build).netlist.groups)
-    assert report["blocks"]["encoder"]["lut4"] > 0
+    # shared thresholds: each byte is compared as it arrives (the encoder block: T comparators)
+    assert report["uart_encoding"] == "on_arrival" and 0 < report["blocks"]["encoder"]["lut4"] <= 12
     assert report["routing"]["router"] == 1 and report["routing"]["routed_arcs"] > 0
     assert report["routing"]["placed_wirelength"] > 0
     assert abs(report["estimate"]["total"] - report["lut4"]) <= 0.10 * report["lut4"], (report["estimate"],
