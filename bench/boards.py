@@ -48,10 +48,11 @@ BOARDS = {
     "ulx3s-85f-narrow": ("ulx3s-85f", "configs/ulx3s-85f-narrow.toml", 150.0),
     "ulx3s-12f-learned": ("ulx3s-12f", "configs/ulx3s-12f-learned.toml", 150.0),
     "ulx3s-25f-learned": ("ulx3s-25f", "configs/ulx3s-25f-learned.toml", 150.0),
+    "ulx3s-25f-quantile": ("ulx3s-25f", "configs/ulx3s-25f-quantile.toml", 150.0),
 }
 #: rows whose bitstream needs another nextpnr router than the default (router2 stalls on the
 #: convolutional model's congestion; router1 routes it, docs/conv.md)
-ROUTERS = {"ulx3s-85f-conv": "router1"}
+ROUTERS = {"ulx3s-85f-conv": "router1", "ulx3s-12f": "router1"}  # the 12F: as `make bitstream BOARD=ulx3s-12f` (Makefile)
 #: the rows ``--boards`` builds when not told
 DEFAULT_ROWS = ("ulx3s-85f", "ulx3s-25f", "ulx3s-12f", "icebreaker")
 

@@ -7,6 +7,9 @@
   place whole, so an interrupted build leaves the old directory as it was.
 - :func:`sha256_file`, :func:`sha256_bytes`: content hashes that later stages check.
 - :class:`Interrupted`: Ctrl-C with the message that fits the command that was interrupted.
+- :func:`latched_interrupts` / :func:`raise_if_interrupted`: a Ctrl-C is remembered, so that one
+  whose ``KeyboardInterrupt`` a C extension swallowed (C code that clears any pending error, as
+  ``PyObject_HasAttr`` does) still stops the command at its next check, before it replaces anything.
 
 This module imports nothing heavy: the CLI uses it before torch is loaded.
 """
@@ -15,10 +18,12 @@ import contextlib
 import hashlib
 import os
 import shutil
+import signal
+import threading
 from pathlib import Path
 
 __all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_file", "StagedDirectory", "sha256_file",
-           "sha256_bytes", "Interrupted", "TMP_SUFFIX"]
+           "sha256_bytes", "Interrupted", "TMP_SUFFIX", "latched_interrupts", "raise_if_interrupted"]
 
 #: Suffix of a file being written (removed on failure, renamed on success).
 TMP_SUFFIX = ".dlgn-tmp"
@@ -30,6 +35,42 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, message):
         super().__init__(message)
         self.message = message
+
+
+_interrupt_seen = threading.Event()
+
+
+@contextlib.contextmanager
+def latched_interrupts():
+    """While the block runs, SIGINT raises ``KeyboardInterrupt`` as usual and is also remembered,
+    so that :func:`raise_if_interrupted` raises it again if something swallowed the first one.
+    Installed only from the main thread and when SIGINT is handled by Python (not ignored, as under
+    ``nohup``); the previous handler is restored afterwards."""
+    _interrupt_seen.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.default_int_handler:
+        yield
+        return
+
+    def handler(signum, frame):
+        _interrupt_seen.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _interrupt_seen.clear()
+
+
+def raise_if_interrupted():
+    """Raise ``KeyboardInterrupt`` when a SIGINT arrived inside :func:`latched_interrupts`."""
+    if _interrupt_seen.is_set():
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager

@@ -158,6 +158,7 @@ BOARD_CONFIGS = {"ulx3s-85f": "ulx3s-85f.toml", "ulx3s-25f": "ulx3s-25f.toml", "
                  "icebreaker": "icebreaker.toml"}
 #: further models for a board (file -> board)
 MORE_BOARD_CONFIGS = {"ulx3s-12f-learned.toml": "ulx3s-12f", "ulx3s-25f-learned.toml": "ulx3s-25f",
+                      "ulx3s-25f-quantile.toml": "ulx3s-25f",
                       "ulx3s-85f-narrow.toml": "ulx3s-85f"}
 
 
@@ -219,6 +220,9 @@ def test_make_picks_the_board_config():
     out = dry("bitstream", "BOARD=ulx3s-25f", "STAMP=/dev/null")
     assert "dlgn bitstream build/ulx3s-25f --board ulx3s-25f" in out
     assert "--router" not in out  # nextpnr's default unless ROUTER is given
+    # the 12F model routes with router1 only (Makefile); ROUTER= still chooses
+    assert "--router router1" in dry("bitstream", "BOARD=ulx3s-12f", "STAMP=/dev/null")
+    assert "--router router2" in dry("bitstream", "BOARD=ulx3s-12f", "ROUTER=router2", "STAMP=/dev/null")
     out = dry("bitstream", "CONFIG=configs/conv.toml", "ROUTER=router1", "STAMP=/dev/null")
     assert "dlgn bitstream build/conv --board ulx3s --top uart" in out and "--router router1" in out
     out = dry("train", "STAMP=/dev/null")

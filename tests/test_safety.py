@@ -150,6 +150,38 @@ def test_old_run_survives_a_new_run_interrupted_in_epoch_one(digits_run, tmp_pat
     no_leftovers(tmp_path)
 
 
+def test_a_swallowed_interrupt_still_stops_the_run_before_it_replaces_the_old_one(digits_run, tmp_path, monkeypatch,
+                                                                                  capsys):
+    """A Ctrl-C whose KeyboardInterrupt is lost inside library code (C code that clears a pending
+    error) is remembered: the run stops at its next step with exit 130 and the old run stays whole
+    (seen once in the suite, the command finished and replaced the old run)."""
+    import dlgn.train.loop as loop
+
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)
+    before = snapshot(run)
+    real = loop.prepare_data
+
+    def prepare_and_swallow(config):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the handler runs here and its KeyboardInterrupt is lost
+        except KeyboardInterrupt:
+            pass
+        return real(config)
+
+    monkeypatch.setattr(loop, "prepare_data", prepare_and_swallow)
+    handler = signal.getsignal(signal.SIGINT)
+    assert main(["train", *SMALL, "--set", "train.epochs=2", "--out", str(run), "--force"]) == 130
+    assert "still holds the earlier run, unchanged" in capsys.readouterr().err
+    assert snapshot(run) == before
+    assert signal.getsignal(signal.SIGINT) is handler  # the previous handler is back
+    no_leftovers(tmp_path)
+    # without the swallow the next run goes through: nothing stays latched
+    monkeypatch.setattr(loop, "prepare_data", real)
+    assert main(["train", *SMALL, "--set", "train.epochs=1", "--out", str(run), "--force"]) == 0
+
+
 def test_interrupted_make_train_continues_with_make_train(tmp_path):
     """`make train`, Ctrl-C after the first checkpoint, `make train` again: the same model as
     one uninterrupted run."""

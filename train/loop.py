@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dlgn.safety import Interrupted, StagedDirectory, atomic_file, atomic_write_text
+from dlgn.safety import (Interrupted, StagedDirectory, atomic_file, atomic_write_text, latched_interrupts,
+                         raise_if_interrupted)
 
 from . import distributed as dist
 from . import functional as F
@@ -179,8 +180,10 @@ class RunDirectory:
                            f"--out") from None
 
     def checkpointed(self):
-        """Called after each checkpoint: the first one puts the new run in place."""
+        """Called after each checkpoint: the first one puts the new run in place (unless a
+        Ctrl-C arrived before it, even one that a C extension swallowed)."""
         if self.stage is not None and not self.stage.committed:
+            raise_if_interrupted()
             self.stage.commit()
 
     def close(self):
@@ -246,9 +249,10 @@ def train(config, out_dir, force=False, resume=False, overrides=None):
         raise RunError(str(exc)) from None
     finished = False
     try:
-        if ctx.is_main:
-            run.start()
-        result = _train(config, run, resume, loaded, ctx, device_name)
+        with latched_interrupts():
+            if ctx.is_main:
+                run.start()
+            result = _train(config, run, resume, loaded, ctx, device_name)
         finished = True
         return result
     except dist.DistributedError as exc:
@@ -325,6 +329,7 @@ def _train(config, run, resume, loaded, ctx, device_name):
                    leave=False, dynamic_ncols=True, mininterval=1.0, disable=not ctx.is_main)
         shifts = _epoch_generator(t["seed"], epoch, 2)
         for i in _closing(bar):
+            raise_if_interrupted()
             batch = order[i * batch_size:(i + 1) * batch_size]
             idx = dist.batch_share(batch, ctx)
             if shift:  # the batch's images shifted, then encoded (the same bits as shifting the encoded image)
