@@ -171,15 +171,20 @@ def test_a_swallowed_interrupt_still_stops_the_run_before_it_replaces_the_old_on
         return real(config)
 
     monkeypatch.setattr(loop, "prepare_data", prepare_and_swallow)
-    handler = signal.getsignal(signal.SIGINT)
-    assert main(["train", *SMALL, "--set", "train.epochs=2", "--out", str(run), "--force"]) == 130
-    assert "still holds the earlier run, unchanged" in capsys.readouterr().err
-    assert snapshot(run) == before
-    assert signal.getsignal(signal.SIGINT) is handler  # the previous handler is back
-    no_leftovers(tmp_path)
-    # without the swallow the next run goes through: nothing stays latched
-    monkeypatch.setattr(loop, "prepare_data", real)
-    assert main(["train", *SMALL, "--set", "train.epochs=1", "--out", str(run), "--force"]) == 0
+    # Python's own SIGINT handling, as in a dlgn process (libraries loaded by earlier tests may
+    # have replaced it in this one; the latch is installed only over Python's default handler)
+    earlier = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        assert main(["train", *SMALL, "--set", "train.epochs=2", "--out", str(run), "--force"]) == 130
+        assert "still holds the earlier run, unchanged" in capsys.readouterr().err
+        assert snapshot(run) == before
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
+        no_leftovers(tmp_path)
+        # without the swallow the next run goes through: nothing stays latched
+        monkeypatch.setattr(loop, "prepare_data", real)
+        assert main(["train", *SMALL, "--set", "train.epochs=1", "--out", str(run), "--force"]) == 0
+    finally:
+        signal.signal(signal.SIGINT, earlier)
 
 
 def test_interrupted_make_train_continues_with_make_train(tmp_path):
