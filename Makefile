@@ -17,9 +17,9 @@ BUILD ?= build/$(MODEL_NAME)
 TOP ?= uart
 FREQ ?=
 POPCOUNT ?= auto
-# nextpnr router (empty: router2 on ECP5); the convolutional model routes only with router1. The ULX3S-12F model of 2026-12-03
-# (learned wiring, 7 thresholds) did not converge with router2 (600+ overused wires after 38 passes,
-# 16 min) and routed with router1 in 8 min, so that board defaults to router1 here.
+# nextpnr router (empty: router2 on ECP5); the convolutional model routes only with router1. The
+# ULX3S-12F model of 2026-12-03 (learned wiring, 7 thresholds) did not converge with router2 (600+
+# overused wires after 38 passes, 16 min) and routed with router1 in 8 min: that board defaults to it.
 ROUTER ?= $(if $(filter ulx3s-12f,$(BOARD)),router1,)
 # make train-ddp: processes per node, and the run it writes (TORCHRUN_ARGS for multi-node launches)
 NPROC ?= 2

@@ -47,10 +47,7 @@ def latched_interrupts():
     Installed only from the main thread and when SIGINT is handled by Python (not ignored, as under
     ``nohup``); the previous handler is restored afterwards."""
     _interrupt_seen.clear()
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGINT)
+    previous = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
     if previous is not signal.default_int_handler:
         yield
         return
