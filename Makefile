@@ -21,6 +21,13 @@ POPCOUNT ?= auto
 # ULX3S-12F model of 2026-12-03 (learned wiring, 7 thresholds) did not converge with router2 (600+
 # overused wires after 38 passes, 16 min) and routed with router1 in 8 min: that board defaults to it.
 ROUTER ?= $(if $(filter ulx3s-12f,$(BOARD)),router1,)
+# The core's register stages (dlgn compile --pipeline-every K --output-every S; empty: the
+# compiler's defaults, a register every 2 gate levels and every 2 adder/argmax levels). The
+# ULX3S-25F model (87.40%, 13,497 gates in 5 levels) finds no legal placement with the default's
+# 14,437 flip-flops; with one register stage after the core (K = 5) it builds at 9,533 FF and
+# 64 MHz against 25: that board defaults to it.
+PIPELINE_EVERY ?= $(if $(filter ulx3s-25f,$(BOARD)),5,)
+OUTPUT_EVERY ?=
 # make train-ddp: processes per node, and the run it writes (TORCHRUN_ARGS for multi-node launches)
 NPROC ?= 2
 DDP_RUN ?= runs/ddp
@@ -38,7 +45,7 @@ help: ## list the targets
 	@echo
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 	@echo
-	@echo "variables: CONFIG=$(CONFIG) RUN=$(RUN) NPROC=$(NPROC) DDP_RUN=$(DDP_RUN) BUILD=$(BUILD) BOARD=$(BOARD) TOP=$(TOP) FREQ=$(FREQ) FORCE=1 (retrain) TORCH=$(TORCH)"
+	@echo "variables: CONFIG=$(CONFIG) RUN=$(RUN) NPROC=$(NPROC) DDP_RUN=$(DDP_RUN) BUILD=$(BUILD) BOARD=$(BOARD) TOP=$(TOP) FREQ=$(FREQ) PIPELINE_EVERY=$(PIPELINE_EVERY) OUTPUT_EVERY=$(OUTPUT_EVERY) FORCE=1 (retrain) TORCH=$(TORCH)"
 
 install: system-packages $(STAMP) ## create .venv and install dlgn (torch first) and the Debian packages
 
@@ -76,12 +83,23 @@ train-ddp: install ## train CONFIG data-parallel with torchrun on NPROC processe
 	$(BIN)/torchrun $(TORCHRUN_ARGS) -m dlgn train $(CONFIG) --out $(DDP_RUN) $(if $(FORCE),--force) $(TRAIN_ARGS)
 	@cat "$(DDP_RUN)/summary.txt"
 
-compile: train ## compile RUN into BUILD: netlist.json, dlgn_core.v/.il, compile_report.json
+# exit 0 when the compile report (argv[1]) has a build_id and the register stages asked for
+# (argv[2], argv[3]: PIPELINE_EVERY, OUTPUT_EVERY, empty for the compiler's defaults)
+define COMPILED_WITH
+import json, sys
+report = json.load(open(sys.argv[1]))
+k = int(sys.argv[2] or 2)
+s = int(sys.argv[3]) if sys.argv[3] else (2 if k else 0)
+sys.exit(0 if "build_id" in report and (report.get("pipeline_every"), report.get("output_every")) == (k, s) else 1)
+endef
+export COMPILED_WITH
+
+compile: train ## compile RUN into BUILD: netlist.json, dlgn_core.v/.il, compile_report.json (PIPELINE_EVERY=K, OUTPUT_EVERY=S)
 	@if [ -f "$(BUILD)/compile_report.json" ] && [ "$(BUILD)/compile_report.json" -nt "$(RUN)/model.safetensors" ] \
-		&& grep -q '"build_id"' "$(BUILD)/compile_report.json"; then \
+		&& $(BIN)/python -c "$$COMPILED_WITH" "$(BUILD)/compile_report.json" "$(PIPELINE_EVERY)" "$(OUTPUT_EVERY)"; then \
 		echo "$(BUILD) is up to date with $(RUN)"; \
 	else \
-		$(BIN)/dlgn compile $(RUN) -o $(BUILD); \
+		$(BIN)/dlgn compile $(RUN) -o $(BUILD)$(if $(PIPELINE_EVERY), --pipeline-every $(PIPELINE_EVERY))$(if $(OUTPUT_EVERY), --output-every $(OUTPUT_EVERY)); \
 	fi
 
 sim: compile ## simulate BUILD's Verilog with cocotb + Verilator (Icarus if it cannot build): test set + random inputs, bit-exact

@@ -48,11 +48,16 @@ BOARDS = {
     "ulx3s-85f-narrow": ("ulx3s-85f", "configs/ulx3s-85f-narrow.toml", 150.0),
     "ulx3s-12f-learned": ("ulx3s-12f", "configs/ulx3s-12f-learned.toml", 150.0),
     "ulx3s-25f-learned": ("ulx3s-25f", "configs/ulx3s-25f-learned.toml", 150.0),
-    "ulx3s-25f-quantile": ("ulx3s-25f", "configs/ulx3s-25f-quantile.toml", 150.0),
+    "ulx3s-25f-windowed": ("ulx3s-25f", "configs/ulx3s-25f-windowed.toml", 150.0),
 }
 #: rows whose bitstream needs another nextpnr router than the default (router2 stalls on the
 #: convolutional model's congestion; router1 routes it, docs/conv.md)
 ROUTERS = {"ulx3s-85f-conv": "router1", "ulx3s-12f": "router1"}  # the 12F: as `make bitstream BOARD=ulx3s-12f` (Makefile)
+#: rows compiled with other register stages than the compiler's default (dlgn compile
+#: --pipeline-every K --output-every S): the 25F model finds no legal placement with a register every
+#: 2 levels (14,437 FF) and builds with one stage after the core, as `make bitstream BOARD=ulx3s-25f`
+#: does (Makefile PIPELINE_EVERY)
+PIPELINES = {"ulx3s-25f": (5, 2)}
 #: the rows ``--boards`` builds when not told
 DEFAULT_ROWS = ("ulx3s-85f", "ulx3s-25f", "ulx3s-12f", "icebreaker")
 
@@ -83,7 +88,9 @@ def measure(name, board, config, bist_freq, work, tops, prove=True, verify=True)
         if rc:
             raise SystemExit(f"training {name} failed, see {log}")
     if not (build / "compile_report.json").is_file():
+        stages = PIPELINES.get(name)
         rc, _ = _step([sys.executable, "-m", "dlgn", "compile", run, "--out", build, "--encoder",
+                       *([] if stages is None else ["--pipeline-every", stages[0], "--output-every", stages[1]]),
                        *([] if prove else ["--no-prove"])], log)
         if rc:
             raise SystemExit(f"compiling {name} failed, see {log}")
@@ -126,12 +133,24 @@ def measure(name, board, config, bist_freq, work, tops, prove=True, verify=True)
             "output_stage_share": round(output / hw["lut4"], 4) if blocks and hw["lut4"] else None,
             "fmax_mhz": hw["fmax_mhz"], "target_mhz": hw["target_mhz"], "timing_met": hw["timing_met"],
             "routing": routing,
-            "popcount": hw.get("popcount"), "gates": compile_report["gates"], "widths": (json.loads((build / "netlist.json").read_text()).get("source") or {}).get("model", {}).get("widths"),
+            "popcount": hw.get("popcount"), "gates": compile_report["gates"],
+            "pipeline_every": compile_report.get("pipeline_every"), "output_every": compile_report.get("output_every"),
+            "compile_proof": _prove_result(build), "checks": hw.get("checks"), "widths": (json.loads((build / "netlist.json").read_text()).get("source") or {}).get("model", {}).get("widths"),
             "train_seconds": summary["train_seconds"], "epochs": summary["epochs"],
             "build_seconds": (hw.get("timings") or {}).get("build_seconds"),
             "error": hw.get("error"), "hw_report": str(report_path),
         })
     return rows
+
+
+def _prove_result(build):
+    """The compile-time proof's verdict for ``build`` (prove_report.json): passed, failed,
+    unfinished, or None when it was not run."""
+    try:
+        report = json.loads((build / "prove_report.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return "passed" if report.get("passed") else report.get("result") or "failed"
 
 
 def _routing(report_path):

@@ -657,6 +657,15 @@ def prove_loaded_build(build, *, timeout=None, log=print, start=None, display_pa
         for run, indices in enumerate((registers, outputs)):
             results = _yosys_parts(_parts_script(build.top, "ref_cut.v", indices), work, f"function_cut_{run}.log",
                                    indices, timeout, report_part)
+            # Parts left without a verdict (Yosys stopped: one run that loads the design once per
+            # part can run the WebAssembly memory out, as the 25F model's third part of 2,048
+            # registers did) get a Yosys run each
+            for i, verdict in zip(indices, list(results)):
+                if verdict is None and False not in results:
+                    log(f"  function, stage by stage: {what(parts[i])}: no verdict, again in a Yosys run of its own")
+                    results[indices.index(i)], = _yosys_parts(_parts_script(build.top, "ref_cut.v", [i]), work,
+                                                              f"function_cut_{run}_part_{i}.log", [i], timeout,
+                                                              report_part)
             proved = proved and all(results)
             if not proved:
                 break
@@ -745,27 +754,35 @@ def _cut_points(core_text, netlist):
     return sorted(regs, key=lambda key: (key[1], key[0]))
 
 
-_SCORE_REGISTER = re.compile(r"reg (?:\[(\d+):0\] )?\\group_sum\.c(\d+)_l(\d+)_0_p(\d+) ")
+_SCORE_REGISTER = re.compile(r"reg (?:\[(\d+):0\] )?\\group_sum\.c(\d+)_l(\d+)_(\d+)_p(\d+) ")
 _GROUP_SUM_WIRE = re.compile(r"\\group_sum\.c(\d+)_l(\d+)_\d+")
 
 
 def _score_registers(core_text, classes):
-    """``(name, width)`` of the register that holds each class's final score: the group sum's last
-    level (``\\group_sum.c<class>_l<level>_0``) registered, ``_p<stage>`` with the highest stage;
-    ``None`` when some class's last level has no register (then the class is proved without
-    cutting there)."""
+    """``(name, width)`` of the register that holds each class's final score: the group sum's
+    last register stage of the class when it holds one node (``\\group_sum.c<class>_l<level>_0_p<stage>``)
+    and no sum follows it; ``None`` when some class has no such register, so that the scores are
+    proved without cutting there. A stage that holds two or more partial sums is not the score:
+    the root's addition follows it, under whatever name Yosys kept (a 115-member class registered
+    every 2 levels holds ``_l6_0`` and ``_l6_1`` and adds them into ``argmax.in_scores``)."""
     last = {}
     for c, level in _GROUP_SUM_WIRE.findall(core_text):
         c, level = int(c), int(level)
         last[c] = max(last.get(c, 0), level)
-    best = {}
-    for high, c, level, stage in _SCORE_REGISTER.findall(core_text):
-        c, level, stage = int(c), int(level), int(stage)
-        if c < classes and level == last.get(c) and (c not in best or stage > best[c][0]):
-            best[c] = (stage, f"group_sum.c{c}_l{level}_0_p{stage}", int(high or 0) + 1)
-    if len(best) < classes:
-        return None
-    return [(name, w) for _stage, name, w in (best[c] for c in range(classes))]
+    stages = defaultdict(list)  # class -> [(stage, level, node, width)]
+    for high, c, level, node, stage in _SCORE_REGISTER.findall(core_text):
+        stages[int(c)].append((int(stage), int(level), int(node), int(high or 0) + 1))
+    out = []
+    for c in range(classes):
+        if not stages[c]:
+            return None
+        top = max(stage for stage, *_ in stages[c])
+        final = [r for r in stages[c] if r[0] == top]
+        (stage, level, node, width), = final if len(final) == 1 else [(None, None, None, None)]
+        if stage is None or node != 0 or level != last.get(c):
+            return None
+        out.append((f"group_sum.c{c}_l{level}_0_p{stage}", width))
+    return out
 
 
 def _register_name(netlist, sid, stage):
@@ -795,7 +812,7 @@ _VERDICT = re.compile(r"SAT proof finished - (no model found: SUCCESS!|model fou
 
 def _yosys_parts(script, cwd, log_name, indices, timeout, shown):
     """Run :func:`_parts_script`'s script for the parts ``indices``; ``shown(i, ok)`` as each
-    part's verdict appears. Returns the verdicts in that order (``False`` for parts without one:
+    part's verdict appears. Returns the verdicts in that order (``None`` for parts without one:
     Yosys stopped)."""
     import subprocess
 
@@ -828,7 +845,7 @@ def _yosys_parts(script, cwd, log_name, indices, timeout, shown):
                 proc.wait()
             raise
     collect()
-    return [bool(results[i]) for i in indices]
+    return [results[i] for i in indices]
 
 
 def _function_script(top, ref, miter):

@@ -158,7 +158,7 @@ BOARD_CONFIGS = {"ulx3s-85f": "ulx3s-85f.toml", "ulx3s-25f": "ulx3s-25f.toml", "
                  "icebreaker": "icebreaker.toml"}
 #: further models for a board (file -> board)
 MORE_BOARD_CONFIGS = {"ulx3s-12f-learned.toml": "ulx3s-12f", "ulx3s-25f-learned.toml": "ulx3s-25f",
-                      "ulx3s-25f-quantile.toml": "ulx3s-25f",
+                      "ulx3s-25f-windowed.toml": "ulx3s-25f",
                       "ulx3s-85f-narrow.toml": "ulx3s-85f"}
 
 
@@ -227,6 +227,56 @@ def test_make_picks_the_board_config():
     assert "dlgn bitstream build/conv --board ulx3s --top uart" in out and "--router router1" in out
     out = dry("train", "STAMP=/dev/null")
     assert "dlgn train configs/default.toml --out runs/default" in out
+
+
+def test_make_compile_recompiles_when_the_register_stages_change(tmp_path):
+    """`make compile` keeps a build only when it was compiled with the register stages asked for
+    (PIPELINE_EVERY, OUTPUT_EVERY; the ULX3S-25F defaults to one stage after the core) and passes
+    them to dlgn compile; run through make with a stand-in dlgn that records its arguments."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    root = Path(__file__).resolve().parent.parent
+    venv, calls = tmp_path / "venv", tmp_path / "calls.txt"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    (venv / "bin" / "dlgn").write_text(f'#!/bin/sh\necho "$@" >> "{calls}"\n')
+    (venv / "bin" / "dlgn").chmod(0o755)
+    stamp = tmp_path / "installed"
+    stamp.touch()
+    run, build = tmp_path / "run", tmp_path / "build"
+    run.mkdir()
+    build.mkdir()
+    for name in ("summary.json", "summary.txt", "model.safetensors"):
+        (run / name).write_text("{}\n")
+    old = time.time() - 100
+    os.utime(run / "model.safetensors", (old, old))
+
+    def make(report, *args):
+        (build / "compile_report.json").write_text(json.dumps(report))
+        calls.unlink(missing_ok=True)
+        proc = subprocess.run(["make", "-C", str(root), "compile", f"VENV={venv}", f"STAMP={stamp}", f"RUN={run}",
+                               f"BUILD={build}", *args], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return calls.read_text().strip() if calls.is_file() else None
+
+    default = {"build_id": "b", "pipeline_every": 2, "output_every": 2}
+    assert make(default) is None  # up to date
+    assert make(default, "PIPELINE_EVERY=5") == f"compile {run} -o {build} --pipeline-every 5"
+    assert make(default, "BOARD=ulx3s-25f") == f"compile {run} -o {build} --pipeline-every 5"
+    assert make(dict(default, pipeline_every=5), "BOARD=ulx3s-25f") is None
+    assert make(dict(default, pipeline_every=5), "BOARD=ulx3s-25f", "OUTPUT_EVERY=1") == \
+        f"compile {run} -o {build} --pipeline-every 5 --output-every 1"
+    assert make(dict(default, pipeline_every=5)) == f"compile {run} -o {build}"  # back to the default
+    assert make({"build_id": "b", "pipeline_every": 0, "output_every": 0}, "PIPELINE_EVERY=0") is None
+    assert make({"pipeline_every": 2, "output_every": 2}) == f"compile {run} -o {build}"  # no build_id: older dlgn
 
 
 def test_fit_counts_the_convolutional_trees():

@@ -153,6 +153,59 @@ def test_stage_by_stage_proof_in_several_parts(tmp_path, monkeypatch, pipeline_e
     assert not any("whole core at once" in m for m in messages)
 
 
+def test_parts_that_yosys_left_without_a_verdict_get_a_run_of_their_own(tmp_path, monkeypatch):
+    """A Yosys run of several parts that stops after the first (as WebAssembly Yosys did, out of
+    memory, on the 25F model's third part): the parts without a verdict are proved one per run,
+    and the proof still goes through stage by stage."""
+    monkeypatch.setattr(prove_module, "CUT_PART", 7)
+    real = prove_module._parts_script
+
+    def stops_after_the_first_part(top, ref, indices):
+        script = real(top, ref, indices)
+        if len(indices) < 2:
+            return script
+        cut = script.index(f"design -load cut\nread_verilog miter_cut_{indices[1]}.v")
+        return script[:cut] + "this_is_not_a_yosys_command\n" + script[cut:]
+
+    monkeypatch.setattr(prove_module, "_parts_script", stops_after_the_first_part)
+    netlist = random_netlist(in_bits=20, widths=(24, 16, 12), classes=3, seed=4)
+    messages = []
+    compile_netlist(netlist, tmp_path / "b", pipeline_every=2, output_every=1, verify=False, prove=True,
+                    log=lambda *a, **k: messages.append(" ".join(map(str, a))))
+    report = json.loads((tmp_path / "b" / "prove_report.json").read_text())
+    assert report["passed"] and "shown stage by stage" in report["covered"][1]
+    again = [m for m in messages if "again in a Yosys run of its own" in m]
+    assert len(again) == report["timings"]["function_cut_parts"] - 2  # all but the first of each run
+    assert not any("not shown equal" in m or "whole core at once" in m for m in messages), messages
+
+
+def test_stage_by_stage_proof_when_the_last_score_stage_holds_two_partial_sums(tmp_path):
+    """Two classes of 115 members registered every 2 adder levels, as the ULX3S-25F model's are:
+    the last register stage (level 6) holds two partial sums, ``_l6_0`` and ``_l6_1``, and the
+    root's addition follows it under the argmax's name. The scores are then proved without a cut
+    there: stage by stage still, never "not shown equal" (the proof used to take ``_l6_0_p3`` for
+    the score, fail every class and fall back to the whole-core miter, which runs large models out
+    of memory)."""
+    rng = np.random.default_rng(5)
+    in_bits, w1, w2 = 20, 40, 230
+    base = 2 + in_bits
+    both = [1, 2, 4, 6, 7, 8, 9, 11, 13, 14]  # two-input tables that read both inputs
+    gates = [(tuple(int(v) for v in 2 + rng.choice(in_bits, 2, replace=False)), int(rng.choice(both)))
+             for _ in range(w1)]
+    gates += [(tuple(int(v) for v in base + rng.choice(w1, 2, replace=False)), int(rng.choice(both)))
+              for _ in range(w2)]
+    last = [base + w1 + i for i in range(w2)]
+    netlist = Netlist(in_bits, gates, [last[c::2] for c in range(2)])
+    messages = []
+    compile_netlist(netlist, tmp_path / "b", pipeline_every=1, output_every=2, verify=False, prove=True, passes=(),
+                    log=lambda *a, **k: messages.append(" ".join(map(str, a))))
+    core = (tmp_path / "b" / "dlgn_core.v").read_text()
+    assert "group_sum.c0_l6_1_p3" in core and "group_sum.c0_l7_" not in core  # the shape described above
+    report = json.loads((tmp_path / "b" / "prove_report.json").read_text())
+    assert report["passed"] and "shown stage by stage" in report["covered"][1]
+    assert not any("not shown equal" in m or "whole core at once" in m for m in messages), messages
+
+
 def test_stage_reference_refuses_a_stage_the_registers_do_not_carry():
     """A register whose value needs an input bit that the previous stage does not register:
     no stage-by-stage reference (the whole-core proof runs instead)."""
