@@ -362,7 +362,7 @@ def _build_in(stage, final, build, board, top, target, clock_mhz, pll, divisor, 
             plan.execute_local(str(out), env=env)
     except subprocess.CalledProcessError:
         _stop(stats)
-        _explain_failure(stage, final, board)
+        _explain_failure(stage, final, board, pipeline_every=int(build.report.get("pipeline_every", 0)))
     except BaseException:
         _stop(stats)
         raise
@@ -615,12 +615,24 @@ def _keep_failed(stage, final):
     return failed
 
 
-def _explain_failure(stage, final, board):
+def _explain_failure(stage, final, board, pipeline_every=0):
     out = _keep_failed(stage, final)
     logs = {name: _read_log(out / name) for name in (f"{NAME}.rpt", f"{NAME}.tim")}
     pnr = logs[f"{NAME}.tim"]
     utilization = nextpnr_utilization_from_log(pnr)
     over = {k: (u, a) for k, (u, a) in utilization.items() if u > a}
+    if not over and "Unable to find legal placement" in pnr:
+        # Below 100% of every cell type and still no placement: on ECP5 a slice's two flip-flops
+        # share clock enable and reset, so a design heavy in pipeline registers runs out of slices
+        # first (the 25F model of 2026-12-03: 68% LUT4 and 59% FF, placed with one stage after the core)
+        figures = ", ".join(f"{k} {u}/{a} ({u / a:.0%})" for k, (u, a) in utilization.items()
+                            if k in ("TRELLIS_COMB", "TRELLIS_FF", "ICESTORM_LC") and a) or "see the log"
+        stages = (f"compile with fewer register stages (dlgn compile RUN --pipeline-every K with K above "
+                  f"{pipeline_every}, e.g. the network's depth for one stage after it; make bitstream "
+                  f"PIPELINE_EVERY=K), or " if pipeline_every else "")
+        raise BoardError(f"nextpnr found no legal placement on {board.name} ({board.device}) with {figures} used: "
+                         f"{stages}train a model with more room (dlgn train --fit {board.name} --fit-margin 0.3). "
+                         f"Log: {out / (NAME + '.tim')}")
     if over or re.search(r"only has|no BELs remaining|not enough|Unable to place", pnr):
         figures = ", ".join(f"{k} {u}/{a}" for k, (u, a) in (over or utilization).items()) or "see the log"
         needed = max((u for u, _a in over.values()), default=board.lut4 + 1)

@@ -70,6 +70,40 @@ def test_design_that_cannot_fit_is_refused_before_synthesis(digits_build, tmp_pa
         build_bitstream(build, "ulx3s-25f", tmp_path / "out", top="bist", log=_quiet)
 
 
+def test_no_legal_placement_below_capacity_says_to_drop_register_stages(tmp_path):
+    """nextpnr's "Unable to find legal placement" with every cell type below 100% (the 25F model
+    with the default pipeline: 68% LUT4, 59% FF) is one message with the figures and what to
+    change: fewer register stages (the flag and the make variable), or a model with more room;
+    the failed build's logs are kept beside the output, which stays as it was."""
+    from types import SimpleNamespace
+
+    from dlgn.boards.bitstream import _explain_failure
+    from dlgn.boards.targets import get_board
+
+    stage = tmp_path / "out.staging"
+    stage.mkdir()
+    (stage / "top.tim").write_text("Info: Device utilisation:\n"
+                                   "Info: \t          TRELLIS_FF:   14437/  24288    59%\n"
+                                   "Info: \t        TRELLIS_COMB:   16545/  24288    68%\n"
+                                   "ERROR: Unable to find legal placement for all cells, design is probably at "
+                                   "utilisation limit.\n")
+    final = tmp_path / "out"
+    with pytest.raises(BoardError) as e:
+        _explain_failure(SimpleNamespace(path=stage), final, get_board("ulx3s-25f"), pipeline_every=2)
+    message = str(e.value)
+    assert "\n" not in message and message.startswith("nextpnr found no legal placement on ulx3s-25f (LFE5U-25F)")
+    assert "TRELLIS_FF 14437/24288 (59%), TRELLIS_COMB 16545/24288 (68%)" in message
+    assert "--pipeline-every K with K above 2" in message and "make bitstream PIPELINE_EVERY=K" in message
+    assert "--fit ulx3s-25f --fit-margin 0.3" in message
+    assert (tmp_path / "out-failed" / "top.tim").is_file() and not final.exists()
+    # a combinational core has no register stages to drop
+    stage.mkdir()
+    (stage / "top.tim").write_text((tmp_path / "out-failed" / "top.tim").read_text())
+    with pytest.raises(BoardError) as e:
+        _explain_failure(SimpleNamespace(path=stage), final, get_board("ulx3s-25f"), pipeline_every=0)
+    assert "pipeline-every" not in str(e.value) and "--fit ulx3s-25f" in str(e.value)
+
+
 # ------------------------------------------------------------------ LUT primitives
 
 @pytest.mark.parametrize("arity", [1, 2, 3, 4])
