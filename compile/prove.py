@@ -778,10 +778,12 @@ def _score_registers(core_text, classes):
             return None
         top = max(stage for stage, *_ in stages[c])
         final = [r for r in stages[c] if r[0] == top]
-        (stage, level, node, width), = final if len(final) == 1 else [(None, None, None, None)]
-        if stage is None or node != 0 or level != last.get(c):
+        if len(final) != 1:
             return None
-        out.append((f"group_sum.c{c}_l{level}_0_p{stage}", width))
+        _stage, level, node, width = final[0]
+        if node != 0 or level != last.get(c):
+            return None
+        out.append((f"group_sum.c{c}_l{level}_0_p{top}", width))
     return out
 
 
