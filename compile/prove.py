@@ -125,6 +125,8 @@ COMPILE_STEP_TIMEOUT = 600
 #: only these registers' one-stage cones (the whole default model in one run ran out of WebAssembly
 #: memory).
 CUT_PART = 2048
+#: The smallest part the stage-by-stage proof splits a part without a verdict into.
+MIN_CUT_PART = 128
 
 
 # --------------------------------------------------------------------------- the reference writer
@@ -634,10 +636,14 @@ def prove_loaded_build(build, *, timeout=None, log=print, start=None, display_pa
         atomic_write_text(work / "ref_cut.v", ref_cut)
         parts = [("registers", lo, min(lo + CUT_PART, len(cut))) for lo in range(0, len(cut), CUT_PART)]
         parts += [("score", c) for c in range(classes)] + [("class",)]
-        for i, part in enumerate(parts):
+
+        def write_part(i):
             atomic_write_text(work / f"miter_cut_{i}.v", _miter_verilog(
-                build.top, port, width, ports["out_scores"], class_width, classes, score_width, cut=names, part=part,
-                score_registers=score_registers))
+                build.top, port, width, ports["out_scores"], class_width, classes, score_width, cut=names,
+                part=parts[i], score_registers=score_registers))
+
+        for i in range(len(parts)):
+            write_part(i)
 
         def what(part):
             if part[0] == "registers":
@@ -659,13 +665,32 @@ def prove_loaded_build(build, *, timeout=None, log=print, start=None, display_pa
                                    indices, timeout, report_part)
             # Parts left without a verdict (Yosys stopped: one run that loads the design once per
             # part can run the WebAssembly memory out, as the 25F model's third part of 2,048
-            # registers did) get a Yosys run each
-            for i, verdict in zip(indices, list(results)):
+            # registers did) get a Yosys run each, and a part of registers that still gets none
+            # is split in halves (the narrow 85F model's last-layer parts ran ABC out of memory
+            # alone), down to MIN_CUT_PART registers
+            def alone(i):
+                verdict, = _yosys_parts(_parts_script(build.top, "ref_cut.v", [i]), work,
+                                        f"function_cut_{run}_part_{i}.log", [i], timeout, report_part)
+                part = parts[i]
+                if verdict is None and part[0] == "registers" and part[2] - part[1] > MIN_CUT_PART:
+                    mid = (part[1] + part[2]) // 2
+                    halves = []
+                    for lo, hi in ((part[1], mid), (mid, part[2])):
+                        parts.append(("registers", lo, hi))
+                        write_part(len(parts) - 1)
+                        halves.append(len(parts) - 1)
+                    log(f"  function, stage by stage: {what(part)}: no verdict alone either, in two halves")
+                    verdict = True
+                    for h in halves:
+                        verdict = alone(h)
+                        if not verdict:
+                            break
+                return verdict
+
+            for k, (i, verdict) in enumerate(zip(indices, list(results))):
                 if verdict is None and False not in results:
                     log(f"  function, stage by stage: {what(parts[i])}: no verdict, again in a Yosys run of its own")
-                    results[indices.index(i)], = _yosys_parts(_parts_script(build.top, "ref_cut.v", [i]), work,
-                                                              f"function_cut_{run}_part_{i}.log", [i], timeout,
-                                                              report_part)
+                    results[k] = alone(i)
             proved = proved and all(results)
             if not proved:
                 break

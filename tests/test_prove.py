@@ -179,6 +179,33 @@ def test_parts_that_yosys_left_without_a_verdict_get_a_run_of_their_own(tmp_path
     assert not any("not shown equal" in m or "whole core at once" in m for m in messages), messages
 
 
+def test_a_part_without_a_verdict_even_alone_is_proved_in_halves(tmp_path, monkeypatch):
+    """A part of registers that Yosys cannot finish even in a run of its own (as the narrow 85F
+    model's last-layer parts ran ABC out of memory) is split in halves, each proved alone."""
+    monkeypatch.setattr(prove_module, "CUT_PART", 7)
+    monkeypatch.setattr(prove_module, "MIN_CUT_PART", 2)
+    real = prove_module._parts_script
+    whole = []
+
+    def whole_parts_stop(top, ref, indices):
+        if not whole:
+            whole.extend(indices)  # the first run: every register part at its full size
+        script = real(top, ref, indices)
+        return ("this_is_not_a_yosys_command\n" + script) if set(indices) & set(whole) else script
+
+    monkeypatch.setattr(prove_module, "_parts_script", whole_parts_stop)
+    netlist = random_netlist(in_bits=20, widths=(24, 16, 12), classes=3, seed=4)
+    messages = []
+    compile_netlist(netlist, tmp_path / "b", pipeline_every=2, output_every=1, verify=False, prove=True,
+                    log=lambda *a, **k: messages.append(" ".join(map(str, a))))
+    report = json.loads((tmp_path / "b" / "prove_report.json").read_text())
+    assert report["passed"] and "shown stage by stage" in report["covered"][1]
+    halved = [m for m in messages if "no verdict alone either, in two halves" in m]
+    assert len(halved) == len(whole) >= 2
+    assert report["timings"]["function_cut_parts"] == 3 * len(whole) + 3 + 1  # the halves, the scores, the class
+    assert not any("not shown equal" in m or "whole core at once" in m for m in messages), messages
+
+
 def test_stage_by_stage_proof_when_the_last_score_stage_holds_two_partial_sums(tmp_path):
     """Two classes of 115 members registered every 2 adder levels, as the ULX3S-25F model's are:
     the last register stage (level 6) holds two partial sums, ``_l6_0`` and ``_l6_1``, and the
