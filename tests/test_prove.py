@@ -153,6 +153,18 @@ def test_stage_by_stage_proof_in_several_parts(tmp_path, monkeypatch, pipeline_e
     assert not any("whole core at once" in m for m in messages)
 
 
+def _prove_staged(tmp_path):
+    """Compile (with the proof) a small 3-layer netlist pipelined every 2 levels; asserts that it
+    proved stage by stage and returns ``(prove_report, log messages)``."""
+    netlist = random_netlist(in_bits=20, widths=(24, 16, 12), classes=3, seed=4)
+    messages = []
+    compile_netlist(netlist, tmp_path / "b", pipeline_every=2, output_every=1, verify=False, prove=True,
+                    log=lambda *a, **k: messages.append(" ".join(map(str, a))))
+    report = json.loads((tmp_path / "b" / "prove_report.json").read_text())
+    assert report["passed"] and "shown stage by stage" in report["covered"][1]
+    return report, messages
+
+
 def test_parts_that_yosys_left_without_a_verdict_get_a_run_of_their_own(tmp_path, monkeypatch):
     """A Yosys run of several parts that stops after the first (as WebAssembly Yosys did, out of
     memory, on the 25F model's third part): the parts without a verdict are proved one per run,
@@ -168,12 +180,7 @@ def test_parts_that_yosys_left_without_a_verdict_get_a_run_of_their_own(tmp_path
         return script[:cut] + "this_is_not_a_yosys_command\n" + script[cut:]
 
     monkeypatch.setattr(prove_module, "_parts_script", stops_after_the_first_part)
-    netlist = random_netlist(in_bits=20, widths=(24, 16, 12), classes=3, seed=4)
-    messages = []
-    compile_netlist(netlist, tmp_path / "b", pipeline_every=2, output_every=1, verify=False, prove=True,
-                    log=lambda *a, **k: messages.append(" ".join(map(str, a))))
-    report = json.loads((tmp_path / "b" / "prove_report.json").read_text())
-    assert report["passed"] and "shown stage by stage" in report["covered"][1]
+    report, messages = _prove_staged(tmp_path)
     again = [m for m in messages if "again in a Yosys run of its own" in m]
     assert len(again) == report["timings"]["function_cut_parts"] - 2  # all but the first of each run
     assert not any("not shown equal" in m or "whole core at once" in m for m in messages), messages
@@ -194,12 +201,7 @@ def test_a_part_without_a_verdict_even_alone_is_proved_in_halves(tmp_path, monke
         return ("this_is_not_a_yosys_command\n" + script) if set(indices) & set(whole) else script
 
     monkeypatch.setattr(prove_module, "_parts_script", whole_parts_stop)
-    netlist = random_netlist(in_bits=20, widths=(24, 16, 12), classes=3, seed=4)
-    messages = []
-    compile_netlist(netlist, tmp_path / "b", pipeline_every=2, output_every=1, verify=False, prove=True,
-                    log=lambda *a, **k: messages.append(" ".join(map(str, a))))
-    report = json.loads((tmp_path / "b" / "prove_report.json").read_text())
-    assert report["passed"] and "shown stage by stage" in report["covered"][1]
+    report, messages = _prove_staged(tmp_path)
     halved = [m for m in messages if "no verdict alone either, in two halves" in m]
     assert len(halved) == len(whole) >= 2
     assert report["timings"]["function_cut_parts"] == 3 * len(whole) + 3 + 1  # the halves, the scores, the class
