@@ -290,7 +290,7 @@ def _miter_verilog(top, port, width, scores_width, class_width, classes, score_w
 
     With ``cut`` (names of the core's register wires that Yosys's ``expose -cut`` has split into
     an output ``\\NAME`` for what the register loads and an input ``\\NAME.i`` for what its
-    readers see): both sides read the free inputs ``c`` there, and ``gate_differs[j]`` is 1 when
+    readers see): both sides read the free inputs ``c`` there, and bit ``j`` of ``d ^ r`` is 1 when
     what the core loads into register ``cut[j]`` differs from the reference's value for it.
     ``score_registers`` (with ``cut``; ``(name, width)`` per class): the core's registers of the
     final class scores, cut as well (free values ``s``): class ``c``'s score then differs when
@@ -302,7 +302,7 @@ def _miter_verilog(top, port, width, scores_width, class_width, classes, score_w
     Yosys then removes the logic the trigger does not read, which keeps each part small."""
     n = len(cut)
     cut_ports = "".join(f",\n    .\\{name}.i (c[{j}]), .\\{name} (d[{j}])" for j, name in enumerate(cut))
-    cut_decl = (f"  input [{n - 1}:0] c;\n  wire [{n - 1}:0] d, r;\n  wire [{n - 1}:0] gate_differs = d ^ r;\n"
+    cut_decl = (f"  input [{n - 1}:0] c;\n  wire [{n - 1}:0] d, r;\n"
                 if n else "")
     score_decl = score_ports = ""
     ref_score_ports = ", .score_in(free_scores), .class_in(free_class)" if n else ""
@@ -333,7 +333,11 @@ def _miter_verilog(top, port, width, scores_width, class_width, classes, score_w
     if part is None:
         condition = "|score_differs || class_differs"
     elif part[0] == "registers":
-        condition = f"|gate_differs[{part[2] - 1}:{part[1]}]"
+        # the part's own bits of d and r only: a slice of the wide d ^ r kept the whole XOR (Yosys's
+        # wreduce trims only the unread high bits), and with it every register below the part in the
+        # cut: the n-th part's miter held the cones of all n parts, and the last ones ran ABC out of
+        # memory on the narrow 85F model
+        condition = f"|(d[{part[2] - 1}:{part[1]}] ^ r[{part[2] - 1}:{part[1]}])"
     elif part[0] == "score":
         condition = f"score_differs[{part[1]}]"
     else:
@@ -660,17 +664,42 @@ def prove_loaded_build(build, *, timeout=None, log=print, start=None, display_pa
         registers = [i for i, part in enumerate(parts) if part[0] == "registers"]
         outputs = [i for i, part in enumerate(parts) if part[0] != "registers"]
         proved = True
+        def run_parts(indices, log_name):
+            """The verdicts of a Yosys run of ``indices``. A run that passes the step limit after
+            proving some of its parts keeps their verdicts, and the parts left go to a new run (the
+            narrow 85F model's 12 register parts take about 15 minutes in one run, past the 600 s
+            that ``dlgn compile`` gives a step); only a run that shows none in time is a timeout."""
+            verdicts = dict.fromkeys(indices)
+            pending, attempt = list(indices), 0
+            while pending:
+                name = log_name if not attempt else log_name.replace(".log", f"_continued_{attempt}.log")
+                try:
+                    results = _yosys_parts(_parts_script(build.top, "ref_cut.v", pending), work, name, pending,
+                                           timeout, report_part)
+                except ProveTimeout as e:
+                    results = getattr(e, "verdicts", None)
+                    if not results or all(v is None for v in results):
+                        raise
+                    log(f"  function, stage by stage: the Yosys run passed the {timeout} s step limit after "
+                        f"{sum(v is not None for v in results)} of its {len(pending)} parts; the others in a new run")
+                    verdicts.update(zip(pending, results))
+                    if False in results:
+                        break
+                    pending, attempt = [i for i, v in zip(pending, results) if v is None], attempt + 1
+                    continue
+                verdicts.update(zip(pending, results))
+                break
+            return [verdicts[i] for i in indices]
+
         for run, indices in enumerate((registers, outputs)):
-            results = _yosys_parts(_parts_script(build.top, "ref_cut.v", indices), work, f"function_cut_{run}.log",
-                                   indices, timeout, report_part)
+            results = run_parts(indices, f"function_cut_{run}.log")
             # Parts left without a verdict (Yosys stopped: one run that loads the design once per
             # part can run the WebAssembly memory out, as the 25F model's third part of 2,048
             # registers did) get a Yosys run each, and a part of registers that still gets none
             # is split in halves (the narrow 85F model's last-layer parts ran ABC out of memory
             # alone), down to MIN_CUT_PART registers
             def alone(i):
-                verdict, = _yosys_parts(_parts_script(build.top, "ref_cut.v", [i]), work,
-                                        f"function_cut_{run}_part_{i}.log", [i], timeout, report_part)
+                verdict, = run_parts([i], f"function_cut_{run}_part_{i}.log")
                 part = parts[i]
                 if verdict is None and part[0] == "registers" and part[2] - part[1] > MIN_CUT_PART:
                     mid = (part[1] + part[2]) // 2
@@ -818,7 +847,7 @@ def _register_name(netlist, sid, stage):
 
 _PROOF_BODY = ("proc\nflatten\ntechmap -map collapse.v\nsetattr -unset init\nopt_clean\n"
                "select -assert-none t:$dff t:$sdff t:$dffe t:$adff t:$sdffe t:$sdffce t:$dlatch\n"
-               "wreduce\nopt_clean\ntechmap -map collapse.v\ntechmap\nabc -g AND -script +strash;fraig\nopt_clean\n")
+               "wreduce\nopt_clean\ntechmap -map collapse.v\ntechmap\nopt_clean\nabc -g AND -script +strash;fraig\nopt_clean\n")
 
 
 def _parts_script(top, ref, indices):
@@ -840,7 +869,8 @@ _VERDICT = re.compile(r"SAT proof finished - (no model found: SUCCESS!|model fou
 def _yosys_parts(script, cwd, log_name, indices, timeout, shown):
     """Run :func:`_parts_script`'s script for the parts ``indices``; ``shown(i, ok)`` as each
     part's verdict appears. Returns the verdicts in that order (``None`` for parts without one:
-    Yosys stopped)."""
+    Yosys stopped). Past ``timeout`` seconds the run is stopped with :class:`ProveTimeout`, whose
+    ``verdicts`` hold what it showed before."""
     import subprocess
 
     cwd = Path(cwd)
@@ -863,7 +893,10 @@ def _yosys_parts(script, cwd, log_name, indices, timeout, shown):
                 if timeout is not None and time.monotonic() - start > timeout:
                     proc.kill()
                     proc.wait()
-                    raise ProveTimeout(f"a Yosys step of the proof took longer than {timeout} s")
+                    collect()
+                    error = ProveTimeout(f"a Yosys step of the proof took longer than {timeout} s")
+                    error.verdicts = [results[i] for i in indices]  # what the run showed before the limit
+                    raise error
                 collect()
                 time.sleep(0.5)
         except BaseException:

@@ -153,6 +153,34 @@ def test_stage_by_stage_proof_in_several_parts(tmp_path, monkeypatch, pipeline_e
     assert not any("whole core at once" in m for m in messages)
 
 
+def test_each_register_part_hands_abc_only_its_own_cones(tmp_path, monkeypatch):
+    """A part of registers reads only its own bits of the cut: the n-th part's miter once kept the
+    whole ``d ^ r`` of every register below it (Yosys trims only a wide cell's unread high bits),
+    so the last parts held nearly the whole core and ran ABC out of memory on the narrow 85F
+    model. Registered every level, each register's one-stage cone reads at most 4 registers of
+    the stage before (or input bits), so a part of 7 hands ABC at most 28 inputs, whatever its place."""
+    monkeypatch.setattr(prove_module, "CUT_PART", 7)
+    real = prove_module._yosys_parts
+    logs = []
+
+    def keep_log(script, cwd, log_name, indices, timeout, shown):
+        verdicts = real(script, cwd, log_name, indices, timeout, shown)
+        logs.append((log_name, (cwd / log_name).read_text()))
+        return verdicts
+
+    monkeypatch.setattr(prove_module, "_yosys_parts", keep_log)
+    netlist = random_netlist(in_bits=40, widths=(60, 48, 36), classes=3, seed=5)
+    compile_netlist(netlist, tmp_path / "b", pipeline_every=1, output_every=1, verify=False, prove=True, log=_quiet)
+    report = json.loads((tmp_path / "b" / "prove_report.json").read_text())
+    assert report["passed"] and "shown stage by stage" in report["covered"][1]
+    registers = int(re.search(r"cut at its (\d+) pipeline registers", report["covered"][1]).group(1))
+    name, text = logs[0]
+    assert name == "function_cut_0.log"
+    inputs = [int(n) for n in re.findall(r"Extracted \d+ gates and \d+ wires to a netlist network with (\d+) inputs", text)]
+    assert len(inputs) == -(-registers // 7) >= 15
+    assert max(inputs) <= 28, inputs
+
+
 def _prove_staged(tmp_path):
     """Compile (with the proof) a small 3-layer netlist pipelined every 2 levels; asserts that it
     proved stage by stage and returns ``(prove_report, log messages)``."""
@@ -184,6 +212,36 @@ def test_parts_that_yosys_left_without_a_verdict_get_a_run_of_their_own(tmp_path
     again = [m for m in messages if "again in a Yosys run of its own" in m]
     assert len(again) == report["timings"]["function_cut_parts"] - 2  # all but the first of each run
     assert not any("not shown equal" in m or "whole core at once" in m for m in messages), messages
+
+
+def test_a_run_past_the_step_limit_keeps_its_verdicts_and_goes_on_in_a_new_run(tmp_path, monkeypatch):
+    """The step limit (``dlgn compile``'s 600 s) stops a Yosys run of many parts after it proved
+    some: those verdicts stand and the parts left are proved in a new run (the narrow 85F
+    model's 12 register parts take longer than the limit in one run); only a run that shows
+    nothing in time is a timeout."""
+    monkeypatch.setattr(prove_module, "CUT_PART", 7)
+    real = prove_module._yosys_parts
+    calls = []
+
+    def limit_after_two_parts(script, cwd, log_name, indices, timeout, shown):
+        calls.append((log_name, list(indices)))
+        if len(calls) > 1 or len(indices) < 3:
+            return real(script, cwd, log_name, indices, timeout, shown)
+        # the run as if the limit struck after its second part
+        cut = script.index(f"design -load cut\nread_verilog miter_cut_{indices[2]}.v")
+        verdicts = real(script[:cut], cwd, log_name, indices, timeout, shown)
+        assert verdicts[:2] == [True, True] and verdicts[2:] == [None] * (len(indices) - 2)
+        error = prove_module.ProveTimeout("a Yosys step of the proof took longer than 600 s")
+        error.verdicts = verdicts
+        raise error
+
+    monkeypatch.setattr(prove_module, "_yosys_parts", limit_after_two_parts)
+    report, messages = _prove_staged(tmp_path)
+    first = calls[0][1]
+    assert calls[1] == ("function_cut_0_continued_1.log", first[2:])  # the rest, in one new run
+    assert calls[2][0] == "function_cut_1.log" and len(calls) == 3
+    assert any(f"passed the {prove_module.COMPILE_STEP_TIMEOUT} s step limit after 2 of its {len(first)} parts" in m for m in messages), messages
+    assert not any("not shown equal" in m or "whole core at once" in m or "run of its own" in m for m in messages)
 
 
 def test_a_part_without_a_verdict_even_alone_is_proved_in_halves(tmp_path, monkeypatch):
