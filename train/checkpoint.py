@@ -102,7 +102,7 @@ def build_model(config, in_bits, classes):
     dataset's image shape from :data:`~dlgn.train.data.DATASET_INFO`."""
     m, t = config["model"], config["train"]
     conv = m.get("conv") or None
-    return LogicNet(
+    net = LogicNet(
         in_bits, classes, m["width"], m["depth"], gate_inputs=m["gate_inputs"],
         parametrization=m["parametrization"], estimator=m["estimator"], init=m["init"], wiring=m["wiring"],
         tau=m["tau"] or None, seed=t["seed"], gumbel=t["gumbel"], gumbel_tau=t["gumbel_tau"],
@@ -110,6 +110,11 @@ def build_model(config, in_bits, classes):
         conv=conv, image=DATASET_INFO[config["data"]["name"]]["image"] if conv else None,
         candidates=m.get("candidates", 4),
     )
+    if m.get("wiring_temperature_end", 1.0) != 1.0:  # a trained model's soft mode: the temperature it ended at
+        from .learned import set_wiring_temperature
+
+        set_wiring_temperature(net, m["wiring_temperature_end"])
+    return net
 
 
 def save_checkpoint(run_dir, config, net, encoder, optimizer, state, data_meta, test_scores=None):

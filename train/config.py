@@ -46,6 +46,10 @@ DEFAULTS = {
         "wiring": "random",
         "window": 64,  # features a gate may read with wiring = "windowed" (or "learned")
         "candidates": 4,  # wiring = "learned": candidate features per gate input, from the window
+        # wiring = "learned": the temperature of the wiring's softmax at the end of training, reached
+        # exponentially over the second half of the steps (1: constant; 0.05 closes most of the
+        # soft-discrete gap, bench/results/recipe-2026-12-04.json)
+        "wiring_temperature_end": 1.0,
         "groups": "contiguous",  # class groups: contiguous | interleaved
         "tau": 0.0,  # 0: sqrt(width / classes)
         # convolutional logic layers before the dense ones, e.g.
@@ -323,6 +327,11 @@ def validate(config):
         if flat["model.window"] < max(flat["model.candidates"], max(inputs)):
             raise ConfigError(f"model.window ({flat['model.window']}) must hold model.candidates "
                               f"({flat['model.candidates']}) features with model.wiring = 'learned'")
+    if not 0 < flat["model.wiring_temperature_end"] <= 1:
+        raise ConfigError(f"model.wiring_temperature_end must be in (0, 1], not {flat['model.wiring_temperature_end']!r}")
+    if flat["model.wiring_temperature_end"] != 1 and flat["model.wiring"] != "learned":
+        raise ConfigError("model.wiring_temperature_end anneals learned wiring: set model.wiring = 'learned' or "
+                          "leave it at 1")
     if flat["model.parametrization"] == "iwp" and flat["train.weight_decay"] > 0:
         raise ConfigError(
             "train.weight_decay must be 0 with model.parametrization = 'iwp': decay pulls every table "

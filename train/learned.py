@@ -11,9 +11,15 @@ argmax candidate alone. The ``wiring`` buffer always holds that argmax choice, s
 model is a fixed-wiring network: the compiler, the golden model and the hardware see an ordinary
 netlist (the idea of DWN's learnable mapping and torchlogix's ``connections="learnable"``).
 
+``model.wiring_temperature_end`` below 1 divides the logits by a temperature that stays 1 for the
+first half of the steps and then falls exponentially to that value (:func:`wiring_temperature`), so
+that the softmax ends close to the argmax the discrete model reads.
+
 Candidate 0 of every input is the ``windowed`` wiring's choice and starts with a logit of
 :data:`INIT_LOGIT` (the others 0), so training starts close to fixed windowed wiring.
 """
+
+import math
 
 import numpy as np
 import torch
@@ -22,11 +28,27 @@ from torch import nn
 from . import kernels as K
 from .layers import LogicLayer
 
-__all__ = ["LearnedLogicLayer", "INIT_LOGIT", "candidate_inputs"]
+__all__ = ["LearnedLogicLayer", "INIT_LOGIT", "candidate_inputs", "wiring_temperature", "set_wiring_temperature"]
 
 #: starting logit of each input's first candidate (the windowed wiring's): with 8 candidates its
 #: softmax weight starts at about 0.74
 INIT_LOGIT = 3.0
+
+
+def wiring_temperature(end, step, total_steps):
+    """The wiring softmax's temperature at ``step`` (0-based) of ``total_steps``: 1 for the first
+    half, then exponentially down to ``end`` at the last step."""
+    if end >= 1 or total_steps <= 0:
+        return 1.0
+    p = min(step, total_steps) / total_steps
+    return 1.0 if p <= 0.5 else math.exp(math.log(end) * (p - 0.5) / 0.5)
+
+
+def set_wiring_temperature(net, temperature):
+    """Set the temperature of every learned-wiring layer of ``net``."""
+    for layer in net.modules():
+        if isinstance(layer, LearnedLogicLayer):
+            layer.temperature = float(temperature)
 
 
 def candidate_inputs(in_features, gates, gate_inputs, candidates, window, seed):
@@ -73,6 +95,7 @@ class LearnedLogicLayer(LogicLayer):
         logits = torch.zeros(gates, gate_inputs, candidates)
         logits[:, :, 0] = INIT_LOGIT
         self.connection_logits = nn.Parameter(logits)
+        self.temperature = 1.0  # of the softmax; the training loop anneals it (wiring_temperature)
         self.register_buffer("_identity", torch.arange(gates * gate_inputs, dtype=torch.int64).reshape(gates, gate_inputs),
                              persistent=False)
         self._identity_reverse = K.ReverseIndexCache()
@@ -94,7 +117,7 @@ class LearnedLogicLayer(LogicLayer):
         if mode == "discrete":  # the run evaluates discretely before every checkpoint: wiring is saved synced
             self.sync_wiring()
             return self.gate_level(x, self.wiring, tables, reverse_index=self._reverse_index)
-        weights = torch.softmax(self.connection_logits, dim=-1).to(x.dtype)  # [G, n, C]
+        weights = torch.softmax(self.connection_logits / self.temperature, dim=-1).to(x.dtype)  # [G, n, C]
         slots, count = self.gates * self.gate_inputs, self.candidates.shape[-1]
         if x.shape[1] and self._kernels_for(x) == "cpu":  # fused: no [G*n, C, B] copy of the candidates
             mixed = K.cpu_mix_forward(x, self.candidates.reshape(slots, count), weights.reshape(slots, count))
@@ -106,7 +129,8 @@ class LearnedLogicLayer(LogicLayer):
     def decided_share(self, margin=0.9):
         """Share of inputs whose chosen candidate has at least ``margin`` of the softmax weight."""
         with torch.no_grad():
-            return torch.softmax(self.connection_logits, -1).amax(-1).ge(margin).float().mean().item()
+            weights = torch.softmax(self.connection_logits / self.temperature, -1)
+            return weights.amax(-1).ge(margin).float().mean().item()
 
     def extra_repr(self):
         return super().extra_repr() + f", learned wiring over {self.candidates.shape[-1]} candidates"

@@ -22,6 +22,7 @@ from .checkpoint import (CONFIG_FILE, RUN_MARKER, STATE_FILE, build_model, is_ru
 from .config import RESUMABLE, ConfigError, describe_layers, flatten, validate
 from .data import DATASET_INFO, load_dataset
 from .encoding import Thermometer
+from .learned import set_wiring_temperature, wiring_temperature
 
 __all__ = ["RunError", "train", "evaluate", "METRIC_COLUMNS"]
 
@@ -318,6 +319,7 @@ def _train(config, run, resume, loaded, ctx, device_name):
     total_steps = steps_per_epoch * t["epochs"]
     image = DATASET_INFO[data.name]["image"]
     start_epoch = state["epoch"]
+    anneal = config["model"].get("wiring_temperature_end", 1.0)
     eta = _RunClock(steps_per_epoch * (t["epochs"] - start_epoch))
     for epoch in range(start_epoch, t["epochs"]):
         started = time.perf_counter()
@@ -338,6 +340,8 @@ def _train(config, run, resume, loaded, ctx, device_name):
             else:
                 x = train_bits[idx].to(device, torch.float32, non_blocking=True)
             lr = learning_rate(t, state["step"] + i, total_steps)
+            if anneal != 1.0:
+                set_wiring_temperature(net, wiring_temperature(anneal, state["step"] + i, total_steps))
             for group in optimizer.param_groups:
                 group["lr"] = lr
             y = y_train[idx].to(device, non_blocking=True)
