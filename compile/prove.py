@@ -108,7 +108,10 @@ class ProveError(CompileError):
 
 
 class ProveTimeout(ProveError):
-    """A Yosys step of the proof ran past its time limit: nothing was shown either way."""
+    """A Yosys step of the proof ran past its time limit: nothing was shown either way.
+    ``verdicts``: for a run of stage-by-stage parts, the verdicts it showed before the limit."""
+
+    verdicts = None
 
 
 class ProveUnfinished(ProveError):
@@ -663,7 +666,6 @@ def prove_loaded_build(build, *, timeout=None, log=print, start=None, display_pa
         # two Yosys runs (the registers, then the scores and the class), each within a compile's step limit
         registers = [i for i, part in enumerate(parts) if part[0] == "registers"]
         outputs = [i for i, part in enumerate(parts) if part[0] != "registers"]
-        proved = True
         def run_parts(indices, log_name):
             """The verdicts of a Yosys run of ``indices``. A run that passes the step limit after
             proving some of its parts keeps their verdicts, and the parts left go to a new run (the
@@ -677,7 +679,7 @@ def prove_loaded_build(build, *, timeout=None, log=print, start=None, display_pa
                     results = _yosys_parts(_parts_script(build.top, "ref_cut.v", pending), work, name, pending,
                                            timeout, report_part)
                 except ProveTimeout as e:
-                    results = getattr(e, "verdicts", None)
+                    results = e.verdicts
                     if not results or all(v is None for v in results):
                         raise
                     log(f"  function, stage by stage: the Yosys run passed the {timeout} s step limit after "
@@ -691,6 +693,7 @@ def prove_loaded_build(build, *, timeout=None, log=print, start=None, display_pa
                 break
             return [verdicts[i] for i in indices]
 
+        proved = True
         for run, indices in enumerate((registers, outputs)):
             results = run_parts(indices, f"function_cut_{run}.log")
             # Parts left without a verdict (Yosys stopped: one run that loads the design once per
